@@ -1,0 +1,278 @@
+"""Build a complete, randomly initialised Qwen3-VL checkpoint directory offline.
+
+The tiny kit is product code: tests, the CPU demo and CI train and evaluate it, and it loads through exactly the
+path real weights take (``AutoProcessor`` / ``AutoModelForImageTextToText.from_pretrained`` on a directory), so the
+rest of the project has one loading path for both. Nothing is downloaded: the tokenizer is a byte-level BPE trained
+here on the protocol's own vocabulary, carrying every Qwen special token; the weights are random for a seed.
+
+    python -m tooliqa_agent.tiny_model --out runs/tiny-qwen3vl --hidden_size 64 --num_layers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tooliqa_agent.chat_template import QWEN3_VL_CHAT_TEMPLATE
+
+# Same strings as the real Qwen3-VL tokenizer (the ids differ): the first is the pad token, the rest special.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+# Added but not special in Qwen3: they survive ``skip_special_tokens=True``, which the tool-call parser relies on.
+ADDED_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>")
+
+# Qwen2's pre-tokenisation regex (digits split one by one, as in the real tokenizer).
+_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+
+# The BPE learns its merges from the protocol's vocabulary, so protocol text costs few tokens on the tiny model.
+_CORPUS = (
+    "You are doing the image quality assessment task. Instead of giving a score immediately, first analyze the image.",
+    "<thinking> The image looks sharp with little noise. </thinking>",
+    "<answer>\nSharpness: High - Brief note\nNoise: None - Brief note\nArtifacts: Minor - Brief note\n"
+    "Exposure: Good - Brief note\nSaliency Visibility: Subject Clear - Brief Note\n</answer>",
+    "Sharpness: Low Medium High. Noise: None Visible Severe. Artifacts: None Minor Severe.",
+    "Exposure: Poor Good Excellent. Saliency Visibility: Subject Clear Obscured.",
+    "Single-Action per Turn: choose EXACTLY ONE - A) Final answer (1.00 - 5.00) - B) Tool call",
+    '<tool_call>\n{"name": "magnifier", "arguments": {"bbox_2d": [120, 250, 480, 610]}}\n</tool_call>',
+    '<tool_call>\n{"name": "gamma_corrector", "arguments": {"mode": "brighten"}}\n</tool_call>',
+    '{"name": "gamma_corrector", "arguments": {"mode": "darken", "gamma": 2.0}}',
+    "<answer>3.75</answer> <answer>1.20</answer> <answer>4.50</answer> <answer>2.05</answer>",
+    "Magnified view of region [x1, y1, x2, y2] of the original image. Gamma-corrected view of the original image.",
+    "Tool call failed: the box is empty. Nothing was executed. No tool calls remain. Give the final answer.",
+    "blurry noisy compressed dark bright overexposed underexposed colors natural texture detail quality score",
+    "0123456789 .,:;!?()[]{}<>\"'-_/\\|@#$%^&*+=~`",
+)
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    """Sizes and pixel bounds of a tiny random Qwen3-VL. Defaults build in well under 10 s on a 2-core CPU."""
+
+    hidden_size: int = 64
+    """Text hidden size; also the vision tower's output size."""
+    intermediate_size: int = 128
+    """Text MLP width."""
+    num_layers: int = 2
+    """Text decoder layers."""
+    num_heads: int = 4
+    """Text attention heads (head_dim = hidden_size / num_heads, must be even and ≥ 8)."""
+    num_kv_heads: int = 2
+    """Text key/value heads (grouped-query attention)."""
+    vision_depth: int = 2
+    """Vision transformer blocks."""
+    vision_hidden_size: int = 64
+    """Vision transformer width."""
+    vision_heads: int = 4
+    """Vision attention heads."""
+    min_pixels: int = 32 * 32
+    """Image processor lower pixel bound (one LLM token covers 32×32 pixels)."""
+    max_pixels: int = 128 * 128
+    """Image processor upper pixel bound."""
+    bpe_vocab_size: int = 600
+    """Target size of the trained byte-level BPE vocabulary (specials included)."""
+    seed: int = 0
+    """Seed of the random weights; the same seed gives the same checkpoint bytes."""
+
+    def __post_init__(self) -> None:
+        head_dim, rest = divmod(self.hidden_size, self.num_heads)
+        if rest or head_dim % 2 or head_dim < 8:
+            raise ValueError(
+                f"hidden_size / num_heads must be an even integer ≥ 8, got {self.hidden_size}/{self.num_heads}"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        if self.vision_hidden_size % self.vision_heads:
+            raise ValueError("vision_hidden_size must be a multiple of vision_heads")
+        if not 32 * 32 <= self.min_pixels <= self.max_pixels:
+            raise ValueError(f"need 1024 <= min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
+
+
+def build_tokenizer(config: TinyModelConfig):
+    """Train the byte-level BPE and wrap it as a ``Qwen2Tokenizer`` with Qwen3-VL's special and added tokens."""
+    import transformers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=config.bpe_vocab_size,
+        min_frequency=2,
+        special_tokens=list(SPECIAL_TOKENS + ADDED_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: no text is ever unknown
+        show_progress=False,
+    )
+    bpe.train_from_iterator(list(_CORPUS) * 8, trainer=trainer)
+    state = json.loads(bpe.to_str())
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]]
+    tokenizer = transformers.Qwen2Tokenizer(
+        vocab=state["model"]["vocab"],
+        merges=merges,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        model_max_length=32768,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+        errors="replace",
+    )
+    specials = [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS[1:]]
+    tokenizer.add_special_tokens({"extra_special_tokens": specials})
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in ADDED_TOKENS])
+    for token in SPECIAL_TOKENS + ADDED_TOKENS:
+        if tokenizer.convert_tokens_to_ids(token) != bpe.token_to_id(token):
+            raise RuntimeError(f"token {token!r} moved while wrapping the BPE; the tiny kit would be inconsistent")
+    tokenizer.chat_template = QWEN3_VL_CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_processor(config: TinyModelConfig, tokenizer):
+    """Qwen3-VL processor: patch 16, merge 2, temporal patch 2, mean/std 0.5, the configured pixel bounds."""
+    import transformers
+
+    vision = dict(patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    image_processor = transformers.Qwen2VLImageProcessor(
+        size={"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels}, **vision
+    )
+    video_processor = transformers.Qwen3VLVideoProcessor(
+        size={"shortest_edge": 2 * config.min_pixels, "longest_edge": 2 * config.max_pixels}, **vision
+    )
+    return transformers.Qwen3VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+    )
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    """Split the rotary half-dimension over (t, h, w) in the real model's 24:20:20 proportion."""
+    half = head_dim // 2
+    spatial = half * 20 // 64
+    return [half - 2 * spatial, spatial, spatial]
+
+
+def build_model_config(config: TinyModelConfig, tokenizer):
+    """A ``Qwen3VLConfig`` whose token ids and vision geometry agree with the tokenizer and image processor."""
+    import transformers
+
+    head_dim = config.hidden_size // config.num_heads
+    text_config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads,
+        head_dim=head_dim,
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 5_000_000.0,
+            "mrope_section": _mrope_section(head_dim),
+            "mrope_interleaved": True,
+        },
+    )
+    vision_config = dict(
+        depth=config.vision_depth,
+        hidden_size=config.vision_hidden_size,
+        intermediate_size=2 * config.vision_hidden_size,
+        num_heads=config.vision_heads,
+        in_channels=3,
+        patch_size=16,
+        temporal_patch_size=2,
+        spatial_merge_size=2,
+        out_hidden_size=config.hidden_size,
+        num_position_embeddings=64,  # must be a square: an 8×8 learned grid, interpolated
+        deepstack_visual_indexes=list(range(min(config.vision_depth, config.num_layers, 3))),
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    return transformers.Qwen3VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def build_tiny_qwen3vl(out_dir: str | os.PathLike, config: TinyModelConfig = TinyModelConfig()) -> Path:
+    """Write a complete random Qwen3-VL checkpoint directory and return its path.
+
+    The directory holds ``config.json``, ``generation_config.json``, safetensors weights, the tokenizer files with the
+    chat template, and the processor config: everything ``from_pretrained`` reads from a real Qwen3-VL directory.
+    """
+    import torch
+    import transformers
+
+    out = Path(out_dir)
+    tokenizer = build_tokenizer(config)
+    processor = build_processor(config, tokenizer)
+    model_config = build_model_config(config, tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = transformers.Qwen3VLForConditionalGeneration(model_config)
+    stop_ids = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    model.generation_config.eos_token_id = stop_ids
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.do_sample = False
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "tiny_model_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    return out
+
+
+def ensure_tiny_qwen3vl(out_dir: str | os.PathLike, config: TinyModelConfig = TinyModelConfig()) -> Path:
+    """Build the checkpoint unless ``out_dir`` already holds one made with the same config."""
+    out = Path(out_dir)
+    marker = out / "tiny_model_config.json"
+    if marker.is_file() and json.loads(marker.read_text()) == dataclasses.asdict(config):
+        return out
+    return build_tiny_qwen3vl(out, config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    for field in dataclasses.fields(TinyModelConfig):
+        parser.add_argument(f"--{field.name}", type=int, default=field.default)
+    args = vars(parser.parse_args(argv))
+    out = build_tiny_qwen3vl(args.pop("out"), TinyModelConfig(**args))
+    print(f"wrote tiny Qwen3-VL checkpoint to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""tooliqa_rewards."""
