@@ -1,0 +1,148 @@
+"""The transformers engine: batched ``generate`` with left padding, stop at ``<|im_end|>``, raw-logit logprobs.
+
+The engine of tests, the CPU demo and single-GPU users. It shares the policy module with the trainer (no weight
+copy: ``update_weights`` is a no-op). Logprobs come from ``output_logits=True`` (raw logits; ``output_scores`` are
+post-processed and drift by ~4e-3, ``reference/env_probe.md`` §3) divided by the sampling temperature, the scale the
+trainer's teacher-forced forward uses (SPEC §5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from tooliqa_agent.types import Completion, ConstraintFactory, EngineConfig, GenerationRequest, SamplingConfig
+from tooliqa_agent.vision import image_inputs
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when present, else CPU; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class HFEngine:
+    """``model.generate`` over a batch of requests with different image counts and sizes."""
+
+    def __init__(self, model, processor, constraint_factory: ConstraintFactory | None = None) -> None:
+        self.model = model
+        self.processor = processor
+        self.constraint_factory = constraint_factory
+        tokenizer = processor.tokenizer
+        self.im_end_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.image_token_id = int(model.config.image_token_id)
+        self._calls = 0  # one seed per generate call: reproducible rollouts without a global RNG reset
+
+    @classmethod
+    def from_config(
+        cls, config: EngineConfig, model=None, processor=None, constraint_factory: ConstraintFactory | None = None
+    ) -> HFEngine:
+        import transformers
+
+        if model is None or processor is None:
+            if config.model is None:
+                raise ValueError("EngineConfig.model: the hf engine needs a checkpoint directory or a loaded model")
+        if processor is None:
+            processor = transformers.AutoProcessor.from_pretrained(config.model)
+        if model is None:
+            model = transformers.AutoModelForImageTextToText.from_pretrained(
+                config.model, dtype=_DTYPES[config.dtype], attn_implementation=config.attn_implementation
+            )
+            model = model.to(resolve_device(config.device)).eval()
+        return cls(model, processor, constraint_factory)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _constraint(self, requests: Sequence[GenerationRequest], prompt_length: int):
+        if not any(r.grammar is not None for r in requests):
+            return None
+        if self.constraint_factory is None:
+            from tooliqa_agent.grammar import XGrammarConstraintFactory  # xgrammar is heavy: only when asked for
+
+            vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+            self.constraint_factory = XGrammarConstraintFactory(self.processor.tokenizer, vocab_size=vocab_size)
+        return self.constraint_factory(requests, prompt_length)
+
+    def _batch(self, requests: Sequence[GenerationRequest]) -> dict[str, torch.Tensor]:
+        """Left-padded model inputs: input_ids/attention_mask/mm_token_type_ids [N, P], pixel_values, grid [n, 3]."""
+        device = self.device
+        length = max(len(r.prompt_ids) for r in requests)
+        ids = torch.full((len(requests), length), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(requests), length), dtype=torch.long)
+        for row, request in enumerate(requests):
+            ids[row, length - len(request.prompt_ids) :] = torch.tensor(request.prompt_ids, dtype=torch.long)
+            attention[row, length - len(request.prompt_ids) :] = 1
+        images = [image.to(device) for r in requests for image in r.images]
+        pixel_values, grid = image_inputs(images, self.processor, dtype=self.model.dtype)
+        n_placeholders = int((ids == self.image_token_id).sum())
+        if n_placeholders != int(grid.prod(-1).sum()) // 4:
+            raise ValueError(
+                f"requests hold {n_placeholders} <|image_pad|> tokens but their images need {int(grid.prod(-1).sum()) // 4}"
+            )
+        return {
+            "input_ids": ids.to(device),
+            "attention_mask": attention.to(device),
+            "mm_token_type_ids": (ids == self.image_token_id).long().to(device),
+            "pixel_values": pixel_values.to(device),
+            "image_grid_thw": grid.to(device),
+        }
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[Completion]:
+        if not requests:
+            return []
+        from transformers import LogitsProcessorList
+
+        inputs = self._batch(requests)
+        prompt_length = inputs["input_ids"].shape[1]
+        constraint = self._constraint(requests, prompt_length)
+        greedy = sampling.temperature == 0
+        seed = sampling.seed + self._calls
+        self._calls += 1
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = self.model.generate(
+                **inputs,
+                do_sample=not greedy,
+                temperature=None if greedy else sampling.temperature,
+                top_p=None if greedy else sampling.top_p,
+                top_k=None if greedy else sampling.top_k,
+                max_new_tokens=sampling.max_new_tokens,
+                eos_token_id=[self.im_end_id],
+                pad_token_id=self.pad_id,
+                logits_processor=LogitsProcessorList([constraint]) if constraint is not None else None,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+        new = out.sequences[:, prompt_length:]
+        scale = sampling.logprob_temperature
+        # one step at a time: never materialise [N, T, V] log-softmaxes (15 GB at 8B shapes, batch 48, 512 tokens)
+        logprobs = torch.stack(
+            [
+                torch.log_softmax(step.float() / scale, -1).gather(-1, new[:, t, None])[:, 0]
+                for t, step in enumerate(out.logits)
+            ],
+            1,
+        )
+        return [self._completion(row, lp) for row, lp in zip(new.tolist(), logprobs.tolist(), strict=True)]
+
+    def _completion(self, row: list[int], logprobs: list[float]) -> Completion:
+        finished = self.im_end_id in row
+        end = row.index(self.im_end_id) + 1 if finished else len(row)
+        token_ids = tuple(row[:end])
+        text = self.processor.tokenizer.decode(token_ids[: end - 1] if finished else token_ids)
+        return Completion(token_ids=token_ids, logprobs=tuple(logprobs[:end]), text=text, finished=finished)
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """No-op: the engine generates with the policy module itself."""
+
+    def release(self) -> None:
+        """Nothing to free: the model belongs to the caller."""
