@@ -36,6 +36,9 @@ class HFEngine:
         self.im_end_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))
         self.pad_id = int(tokenizer.pad_token_id)
         self.image_token_id = int(model.config.image_token_id)
+        # a generated vision token would be read as an image slot by the next forward: never sample one
+        vision = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+        self.suppressed = [int(tokenizer.convert_tokens_to_ids(token)) for token in vision]
         self._calls = 0  # one seed per generate call: reproducible rollouts without a global RNG reset
 
     @classmethod
@@ -66,8 +69,7 @@ class HFEngine:
         if self.constraint_factory is None:
             from tooliqa_agent.grammar import XGrammarConstraintFactory  # xgrammar is heavy: only when asked for
 
-            vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
-            self.constraint_factory = XGrammarConstraintFactory(self.processor.tokenizer, vocab_size=vocab_size)
+            self.constraint_factory = XGrammarConstraintFactory(self.processor.tokenizer, self.model.config)
         return self.constraint_factory(requests, prompt_length)
 
     def _batch(self, requests: Sequence[GenerationRequest]) -> dict[str, torch.Tensor]:
@@ -117,6 +119,7 @@ class HFEngine:
                 top_k=None if greedy else sampling.top_k,
                 max_new_tokens=sampling.max_new_tokens,
                 eos_token_id=[self.im_end_id],
+                suppress_tokens=self.suppressed,
                 pad_token_id=self.pad_id,
                 logits_processor=LogitsProcessorList([constraint]) if constraint is not None else None,
                 output_logits=True,
