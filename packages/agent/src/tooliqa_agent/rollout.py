@@ -61,6 +61,8 @@ class Agent:
         self.chat = ChatTokens(processor, self.toolkit.schemas() if protocol.tools_on else None)
         self._first = self.chat.first_prompt(protocol.prompts.first_user(protocol.rubric, protocol.tools_on))
         self._grammars: dict[TurnKind, str] = {}
+        vision = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+        self._vision_ids = frozenset(int(processor.tokenizer.convert_tokens_to_ids(token)) for token in vision)
 
     def prepare_image(self, image: torch.Tensor) -> torch.Tensor:
         """Resize an original uint8 [3, H, W] to multiples of 32 within the processor's pixel bounds."""
@@ -130,6 +132,13 @@ class Agent:
     def _apply(self, t: _Live, completion: Completion) -> None:
         """Append the turn's ids verbatim, then the protocol's answer to it (a reply turn, a pending tool, or the end)."""
         kind = t.state.kind
+        cut = next((i for i, token in enumerate(completion.token_ids) if token in self._vision_ids), None)
+        if cut is not None:  # an image slot the engine generated would break every later forward: stop before it
+            t.append(completion.token_ids[:cut], generated=True, logprobs=completion.logprobs[:cut])
+            text = self.processor.tokenizer.decode(completion.token_ids[:cut])
+            t.turns.append(Turn(kind, text, cut, finished=False))
+            t.outcome = Finish(None, "vision_token: the engine generated an image/vision placeholder token")
+            return
         t.append(completion.token_ids, generated=True, logprobs=completion.logprobs)
         outcome = advance(t.state, completion.text, completion.finished, self.protocol, self.toolkit)
         turn = Turn(kind, completion.text, len(completion.token_ids), completion.finished)

@@ -64,9 +64,9 @@ class HFEngine:
         return next(self.model.parameters()).device
 
     def _constraint(self, requests: Sequence[GenerationRequest], prompt_length: int):
-        if not any(r.grammar is not None for r in requests):
-            return None
         if self.constraint_factory is None:
+            if not any(r.grammar is not None for r in requests):
+                return None
             from tooliqa_agent.grammar import XGrammarConstraintFactory  # xgrammar is heavy: only when asked for
 
             self.constraint_factory = XGrammarConstraintFactory(self.processor.tokenizer, self.model.config)

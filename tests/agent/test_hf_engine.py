@@ -1,0 +1,122 @@
+"""The hf engine: logprobs agree with the trainer's teacher-forced forward; left-padded batching changes nothing."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from tooliqa_agent import Agent, EngineConfig, GenerationRequest, ProtocolConfig, SamplingConfig, collate, make_engine
+from tooliqa_agent.chat import ChatTokens
+from tooliqa_agent.engines.hf import HFEngine
+
+from ._checks import GAMMA, MAGNIFY, RUBRIC, check_invariants, image, one_thread  # noqa: F401 (autouse fixture)
+
+
+class ForcedText:
+    """A ``ConstraintFactory`` that forces given texts (by trajectory and turn), then ``<|im_end|>``.
+
+    It only masks, so the engine's logprobs stay the model's own: the test drives the real hf engine through tool
+    calls an untrained model would never make, and still checks real logprobs.
+    """
+
+    def __init__(self, tokenizer, scripts: dict[tuple[int, int], str]) -> None:
+        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.forced = {
+            key: tokenizer.encode(text, add_special_tokens=False) + [im_end] for key, text in scripts.items()
+        }
+
+    def __call__(self, requests, prompt_length):
+        rows = [self.forced.get((r.trajectory, r.turn)) for r in requests]
+        if all(row is None for row in rows):
+            return None
+
+        def processor(input_ids, scores):
+            step = input_ids.shape[1] - prompt_length
+            for i, forced in enumerate(rows):
+                if forced is not None and step < len(forced):
+                    token = forced[step]
+                    kept = scores[i, token].clone()
+                    scores[i] = float("-inf")
+                    scores[i, token] = kept
+            return scores
+
+        return processor
+
+
+def teacher_forced_logprobs(model, batch, temperature: float) -> torch.Tensor:
+    """[N, L] logprob of input_ids[t] from the logits at t-1 (0 at t=0), on the trainer's temperature scale."""
+    logits = model(**batch.model_inputs()).logits.float() / temperature
+    logprobs = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch.input_ids[:, 1:, None])[..., 0]
+    return torch.nn.functional.pad(logprobs, (1, 0))
+
+
+@torch.no_grad()
+def test_logprobs_match_teacher_forcing_with_two_tool_views(tiny_model):
+    processor, model = tiny_model
+    scripts = {}
+    for trajectory in range(2):  # both trajectories: rubric, magnifier, gamma forced; the final turn sampled freely
+        scripts.update({(trajectory, 0): RUBRIC, (trajectory, 1): MAGNIFY, (trajectory, 2): GAMMA})
+    engine = HFEngine(model, processor, constraint_factory=ForcedText(processor.tokenizer, scripts))
+    agent = Agent(engine, processor, ProtocolConfig())
+    sampling = SamplingConfig(temperature=0.9, max_new_tokens=80, seed=7)
+    [row] = agent.rollout([image(3, 96, 128)], group_size=2, sampling=sampling)
+    for t in row:
+        check_invariants(t, processor)
+        assert len(t.images) == 3 and t.num_successful_calls == 2
+        assert [turn.text for turn in t.turns[:3]] == [RUBRIC, MAGNIFY, GAMMA]
+        assert t.turns[3].kind == "final" and t.turns[3].num_tokens > 0
+    assert row[0].turns[3].text != row[1].turns[3].text  # sampled, not forced
+    batch = collate(row, processor)
+    assert batch.input_ids.shape == (2, max(len(t.input_ids) for t in row))
+    assert batch.image_grid_thw.shape == (6, 3)
+    expected = teacher_forced_logprobs(model, batch, sampling.temperature)
+    mask = batch.loss_mask
+    assert mask.sum() == sum(t.num_output_tokens for t in row)
+    torch.testing.assert_close(batch.old_logprobs[mask], expected[mask], atol=1e-4, rtol=0)
+    assert batch.old_logprobs[mask].min() < -1  # real logprobs, not the forced processor's 0
+
+
+@torch.no_grad()
+def test_left_padded_batch_equals_one_by_one(tiny_model):
+    """Requests with 1 and 3 images of different sizes: batched greedy output = each request alone."""
+    processor, model = tiny_model
+    engine = HFEngine(model, processor)
+    chat = ChatTokens(processor, None)
+    first = chat.first_prompt("Rate it.")
+    a, b, c = image(4, 64, 96), image(5, 128, 96), image(6, 32, 64)
+    long_prompt = (
+        list(first)
+        + processor.tokenizer.encode("ok<|im_end|>", add_special_tokens=False)
+        + list(chat.next_turn("tool", "view one", image=True))[:-3]
+        + list(chat.next_turn("tool", "view two", image=True))
+    )
+    requests = [
+        GenerationRequest(tuple(chat.expand(first, [a])), (a,)),
+        GenerationRequest(tuple(chat.expand(long_prompt, [b, c, a])), (b, c, a)),
+    ]
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=6)
+    together = engine.generate(requests, sampling)
+    alone = [engine.generate([r], sampling)[0] for r in requests]
+    for x, y in zip(together, alone, strict=True):
+        assert x.token_ids == y.token_ids and len(x.token_ids) == 6 and not x.finished
+        torch.testing.assert_close(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=1e-4, rtol=0)
+
+
+@torch.no_grad()
+def test_engine_seed_and_registry(tiny_model):
+    processor, model = tiny_model
+    engine = make_engine(EngineConfig(name="hf"), model=model, processor=processor)
+    assert isinstance(engine, HFEngine) and engine.device == torch.device("cpu")
+    chat = ChatTokens(processor, None)
+    im = image(8, 64, 64)
+    request = GenerationRequest(tuple(chat.expand(chat.first_prompt("Rate it."), [im])), (im,))
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=8, seed=3)
+    first = HFEngine(model, processor).generate([request, request], sampling)
+    again = HFEngine(model, processor).generate([request, request], sampling)
+    assert [c.token_ids for c in first] == [c.token_ids for c in again]
+    assert first[0].token_ids != first[1].token_ids  # two samples of one prompt differ
+    with pytest.raises(ValueError, match="unknown engine"):
+        make_engine(EngineConfig(name="nope"))
+    assert "vllm" not in sys.modules  # the vllm engine is imported only when chosen
