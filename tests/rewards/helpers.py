@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from tooliqa_rewards import FormatRecord
+
 EPS = 1e-6
 
 
@@ -35,3 +37,21 @@ def t64(rows) -> torch.Tensor:
 
 def ones(b: int, g: int) -> torch.Tensor:
     return torch.ones(b, g, dtype=torch.bool)
+
+
+# A well-formed trajectory: rubric, one magnifier call, the final answer.
+RUBRIC = """<thinking>The roof edges are soft; the sky is clean.</thinking>
+<answer>
+Sharpness: Medium - Brief note
+Noise: None - clean sky
+Artifacts: Minor - faint blocks near the roof
+Exposure: Good - balanced
+Saliency Visibility: Subject Clear - Brief Note
+</answer>"""
+CALL = (
+    "<thinking>Zoom in where edges look soft (is sharpness < medium?).</thinking>\n"
+    '<tool_call>\n{"name": "magnifier", "arguments": {"bbox_2d": [120, 250, 480, 610]}}\n</tool_call>'
+)
+GAMMA = '<thinking>Too dark to judge.</thinking><tool_call>{"name": "gamma_corrector", "arguments": {"mode": "brighten"}}</tool_call>'
+ANSWER = "<thinking>Mild blur, otherwise clean.</thinking>\n<answer>3.75</answer>"
+GOOD = FormatRecord(rubric_text=RUBRIC, action_texts=(CALL, ANSWER), tool_calls_valid=(True,), score=3.75)
