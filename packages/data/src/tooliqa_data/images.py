@@ -1,0 +1,144 @@
+"""Load any image file as an RGB ``uint8 [3, H, W]`` tensor, or fail with a typed error saying what is wrong.
+
+Conversions (each one documented because it changes pixels):
+- EXIF orientation is applied (a phone photo stored sideways is assessed upright).
+- L / 1 / YCbCr / LAB / HSV / CMYK → RGB through Pillow's converters (CMYK is the naive ``255 - (c + k)`` form;
+  Pillow already undoes Adobe's inverted CMYK JPEGs).
+- Alpha (LA, RGBA, PA, P with a transparent colour) is composited on **white**: that is what a viewer shows, and a
+  transparent background would otherwise turn into arbitrary colours.
+- 16-bit (``I;16*``, ``I``) grayscale is rescaled by 255/65535 (Pillow's own ``convert("L")`` clips at 255, turning most
+  16-bit images white); 32-bit float (``F``) in [0, 1] is scaled by 255, otherwise clipped.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MIN_SIDE = 32
+"""Images with a side shorter than this are rejected (too small to say anything about quality)."""
+MAX_PIXELS = 89_478_485
+"""Pixel-count limit (Pillow's own default): a larger declared size is treated as a decompression bomb."""
+
+
+class ImageError(ValueError):
+    """An image that cannot be assessed. ``kind`` is a short tag for the error row (``"corrupt"``, ``"too_small"``, ...)."""
+
+    kind = "image_error"
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class ImageNotFoundError(ImageError):
+    kind = "missing_image"
+
+
+class CorruptImageError(ImageError):
+    kind = "corrupt"
+
+
+class ImageTooSmallError(ImageError):
+    kind = "too_small"
+
+
+class DecompressionBombError(ImageError):
+    kind = "decompression_bomb"
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8), "L")
+    elif mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
+        image = Image.fromarray(np.clip(np.nan_to_num(values * scale), 0, 255).astype(np.uint8), "L")
+    elif mode in ("LA", "La", "PA", "RGBa"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_pil(
+    path: str | Path, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS, max_side: int | None = None
+) -> Image.Image:
+    """Open, validate and convert an image to an upright RGB :class:`PIL.Image.Image` (see the module docstring).
+
+    Args:
+        path: image file.
+        min_side: reject images whose shorter side is below this (after EXIF rotation).
+        max_pixels: reject images declaring more pixels than this, before decoding anything.
+        max_side: if set, downscale (bicubic, aspect kept) so the longer side is at most this.
+
+    Raises:
+        ImageNotFoundError, CorruptImageError (unreadable, truncated, garbage), ImageTooSmallError,
+        DecompressionBombError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageNotFoundError(path, "image file not found")
+    with warnings.catch_warnings():
+        # Pillow only warns between its limit and twice it; make every oversize image an error here instead.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise DecompressionBombError(
+                        path, f"declares {width}x{height} = {width * height:,} pixels, over the {max_pixels:,} limit"
+                    )
+                image.load()
+                image = ImageOps.exif_transpose(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DecompressionBombError(path, f"decompression bomb ({exc})") from None
+        except UnidentifiedImageError:
+            raise CorruptImageError(path, "not a recognised image format (corrupt or not an image)") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            if isinstance(exc, ImageError):
+                raise
+            raise CorruptImageError(path, f"truncated or corrupt image data ({exc})") from None
+    if min(image.size) < min_side:
+        raise ImageTooSmallError(path, f"{image.size[0]}x{image.size[1]} is under the {min_side} px minimum side")
+    image = _to_rgb(image)
+    if max_side is not None and max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return image
+
+
+def load_image(
+    path: str | Path, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS, max_side: int | None = None
+) -> torch.Tensor:
+    """Load an image file as an upright RGB ``uint8`` tensor ``[3, H, W]`` (arguments and errors: :func:`load_pil`)."""
+    image = load_pil(path, min_side=min_side, max_pixels=max_pixels, max_side=max_side)
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """A ``uint8 [3, H, W]`` tensor (any device) as a PIL RGB image."""
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected a uint8 [3, H, W] tensor, got {image.dtype} {list(image.shape)}")
+    return Image.fromarray(image.detach().cpu().permute(1, 2, 0).numpy(), "RGB")
+
+
+def encode_png(image: torch.Tensor | Image.Image) -> bytes:
+    """PNG bytes of a ``uint8 [3, H, W]`` tensor or a PIL image (for :class:`~tooliqa_data.AssessedTurn` views)."""
+    pil = image if isinstance(image, Image.Image) else to_pil(image)
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    return buffer.getvalue()

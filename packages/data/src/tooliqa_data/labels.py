@@ -1,0 +1,206 @@
+"""Low-level label readers shared by the dataset adapters: whitespace lists, CSV/TSV tables, MATLAB vectors.
+
+Every reader reports a malformed row as a :class:`LabelError` naming the file and the 1-based line, so a typo in
+row 7,412 of a label file is found in seconds rather than as a crash deep inside an evaluation.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tooliqa_data.items import LabelError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One row of a label file, before its image is resolved on disk."""
+
+    image: str
+    """Image name or path relative to an image folder of the dataset."""
+    mos: float | None
+    """Score as stored (direction fixed later by the adapter); ``None`` when the file has no score column."""
+    line: int
+    """1-based line (or entry) number in the label file."""
+    ref: str | None = None
+    """Reference image name for full-reference style lists (KADID, Deblur, ...), used for content splits."""
+
+
+def parse_score(source: Path, line: int, text: str, what: str = "MOS") -> float:
+    """``float(text)``, or a :class:`LabelError` naming the file and line when it is not a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise LabelError(source, line, f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise LabelError(source, line, f"{what} {text!r} is not finite")
+    return value
+
+
+def text_lines(source: Path) -> list[tuple[int, str]]:
+    """Non-blank lines with their 1-based numbers (UTF-8, BOM and CRLF tolerated)."""
+    if not source.is_file():
+        raise LabelError(source, None, "label file not found")
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LabelError(source, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def read_whitespace(
+    source: Path, *, image: int, mos: int | None, ref: int | None = None, layout: str
+) -> list[LabelRow]:
+    """Rows of a whitespace-separated list without header (VisualQuality-R1's ``*_test_all.txt`` style).
+
+    ``image``/``mos``/``ref`` are column indices; ``layout`` (e.g. ``"ref dist mos"``) is quoted in errors.
+    """
+    needed = max(i for i in (image, mos, ref) if i is not None) + 1
+    rows = []
+    for line, text in text_lines(source):
+        fields = text.split()
+        if len(fields) < needed:
+            raise LabelError(source, line, f"expected {needed} columns ({layout}), got {len(fields)}: {text!r}")
+        score = parse_score(source, line, fields[mos]) if mos is not None else None
+        rows.append(LabelRow(fields[image], score, line, fields[ref] if ref is not None else None))
+    return rows
+
+
+@dataclass(frozen=True)
+class Table:
+    """A CSV/TSV file with a header row; ``rows`` keep their 1-based line numbers."""
+
+    source: Path
+    header: tuple[str, ...]
+    rows: tuple[tuple[int, tuple[str, ...]], ...]
+
+    def find(self, *candidates: str) -> int | None:
+        """Index of the first header cell equal (case-insensitively, trimmed) to one of ``candidates``."""
+        folded = [cell.strip().lower() for cell in self.header]
+        for name in candidates:
+            if name.lower() in folded:
+                return folded.index(name.lower())
+        return None
+
+    def column(self, *candidates: str) -> int:
+        """Like :meth:`find` but a missing column is a :class:`LabelError` quoting the header."""
+        index = self.find(*candidates)
+        if index is None:
+            raise LabelError(
+                self.source, 1, f"no column named any of {list(candidates)}; header is {list(self.header)}"
+            )
+        return index
+
+    def cell(self, line: int, fields: tuple[str, ...], index: int) -> str:
+        """``fields[index]`` stripped, or a :class:`LabelError` when the row is too short."""
+        if index >= len(fields):
+            raise LabelError(self.source, line, f"row has {len(fields)} cells, column {self.header[index]!r} missing")
+        return fields[index].strip()
+
+
+def read_table(source: Path) -> Table:
+    """Read a CSV (or TSV: ``.tsv`` suffix or tabs in the header) with a header row."""
+    lines = text_lines(source)
+    if not lines:
+        raise LabelError(source, None, "label file is empty")
+    delimiter = "\t" if source.suffix.lower() == ".tsv" or "\t" in lines[0][1] else ","
+    with source.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        records = []
+        try:
+            for fields in reader:
+                if any(cell.strip() for cell in fields):
+                    records.append((reader.line_num, tuple(fields)))
+        except csv.Error as exc:
+            raise LabelError(source, reader.line_num, f"malformed CSV: {exc}") from None
+    header = tuple(cell.strip() for cell in records[0][1])
+    return Table(source, header, tuple(records[1:]))
+
+
+def table_rows(table: Table, *, image: int, mos: int | None, ref: int | None = None) -> list[LabelRow]:
+    """:class:`LabelRow` s from the given column indices of a :class:`Table`."""
+    rows = []
+    for line, fields in table.rows:
+        name = table.cell(line, fields, image)
+        if not name:
+            raise LabelError(table.source, line, f"empty image name in column {table.header[image]!r}")
+        score = parse_score(table.source, line, table.cell(line, fields, mos)) if mos is not None else None
+        rows.append(LabelRow(name, score, line, table.cell(line, fields, ref) if ref is not None else None))
+    return rows
+
+
+def read_mat_vector(source: Path, variable: str) -> list[str | float]:
+    """The entries of a MATLAB vector or cell array (e.g. LIVE Challenge's ``AllMOS_release``), flattened in order."""
+    import numpy as np
+    import scipy.io
+
+    if not source.is_file():
+        raise LabelError(source, None, "MATLAB file not found")
+    try:
+        contents = scipy.io.loadmat(source)
+    except (ValueError, OSError, TypeError) as exc:
+        raise LabelError(source, None, f"not a readable MATLAB file ({exc})") from None
+    if variable not in contents:
+        found = [key for key in contents if not key.startswith("__")]
+        raise LabelError(source, None, f"no variable {variable!r}; found {found}")
+
+    def unwrap(value: object) -> str | float:
+        # Cell arrays load as nested object arrays of 1-element arrays; peel until a scalar or a string is left.
+        while isinstance(value, np.ndarray):
+            if value.dtype.kind == "U":
+                return str(value.item() if value.size == 1 else "".join(value.ravel()))
+            if value.size != 1:
+                raise LabelError(source, None, f"{variable}: expected scalar entries, found shape {value.shape}")
+            value = value.ravel()[0]
+        return value if isinstance(value, str) else float(value)
+
+    return [unwrap(entry) for entry in np.asarray(contents[variable], dtype=object).ravel()]
+
+
+class ImageResolver:
+    """Find an image named by a label row among candidate folders, falling back to a case-insensitive match.
+
+    Case matters because label files and archives disagree (TID2013 lists ``i01_01_1.bmp``, some copies hold
+    ``I01_01_1.BMP``); the fallback lists each folder once.
+    """
+
+    def __init__(self, root: Path, folders: Sequence[str]) -> None:
+        self.folders = [root / folder if folder else root for folder in folders] or [root]
+        self._listings: dict[Path, dict[str, str]] = {}
+
+    def __call__(self, name: str) -> Path | None:
+        for folder in self.folders:
+            path = folder / name
+            if path.is_file():
+                return path
+        for folder in self.folders:
+            path = folder / name
+            listing = self._listing(path.parent)
+            actual = listing.get(path.name.lower())
+            if actual is not None:
+                return path.parent / actual
+        return None
+
+    def expected(self, name: str) -> Path:
+        """Where the image was looked for first (quoted in 'image not found' problems)."""
+        return self.folders[0] / name
+
+    def _listing(self, folder: Path) -> dict[str, str]:
+        if folder not in self._listings:
+            names = os.listdir(folder) if folder.is_dir() else []
+            self._listings[folder] = {name.lower(): name for name in names}
+        return self._listings[folder]
+
+
+def list_images(root: Path) -> list[Path]:
+    """Every image file under ``root`` (recursive), sorted by relative path, for unlabeled folders."""
+    return sorted(
+        (path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda path: path.relative_to(root).as_posix(),
+    )
