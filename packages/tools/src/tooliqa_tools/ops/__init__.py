@@ -1,0 +1,1 @@
+"""Pixel ops of the tools: geometry planning, PIL-compatible resize, magnify, gamma."""

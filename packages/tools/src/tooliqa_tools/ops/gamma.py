@@ -1,0 +1,123 @@
+"""The Gamma Corrector op: I_out = I_in^γ on [0, 1] (SPEC §3), exact 256-entry LUT on uint8, ``pow`` on float."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+
+from tooliqa_tools.errors import ToolError
+
+GAMMA_CORRECTOR = "gamma_corrector"
+
+
+def _fail(reason: str) -> ToolError:
+    return ToolError(f"{GAMMA_CORRECTOR}: {reason}", tool=GAMMA_CORRECTOR)
+
+
+def check_gamma(gamma: object) -> float:
+    """A positive finite γ as a float; anything else raises ``ToolError``."""
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
+        raise _fail(f"gamma must be a number, got {gamma!r:.40}")
+    try:
+        value = float(gamma)
+    except OverflowError:  # an int too large for a float
+        value = math.inf
+    if not (math.isfinite(value) and value > 0):
+        raise _fail(f"gamma must be a positive finite number, got {gamma!r:.40}")
+    return value
+
+
+@lru_cache(maxsize=512)
+def _lut_bytes(gamma: float) -> bytes:
+    # Python float64 ``**`` and round-half-even, i.e. numpy's ``np.round(255 * (i / 255) ** γ)``.
+    return bytes(round(255 * (i / 255) ** gamma) for i in range(256))
+
+
+def gamma_table(gamma: float) -> torch.Tensor:
+    """The exact uint8 LUT ``round(255 · (i / 255)^γ)``, i = 0…255, as a fresh uint8 ``[256]`` tensor."""
+    return torch.frombuffer(bytearray(_lut_bytes(check_gamma(gamma))), dtype=torch.uint8)
+
+
+def _storage_order(image: torch.Tensor) -> torch.Tensor:
+    """A contiguous permuted view walking ``image``'s memory in storage order (dense input assumed)."""
+    order = sorted(range(image.dim()), key=lambda dim: -image.stride(dim))
+    return image.permute(order)
+
+
+def _translate_cpu(image: torch.Tensor, table: bytes, out: torch.Tensor) -> None:
+    # CPython's bytes.translate is a C byte-LUT loop: exact, and ~6× faster here than torch's int64 gather
+    # (``lut[x.long()]`` widens every byte to 8), on par with PIL's Image.point.
+    source = _storage_order(image).numpy()
+    target = _storage_order(out).numpy()
+    memoryview(target).cast("B")[:] = memoryview(source).cast("B").tobytes().translate(table)
+
+
+def _dense(image: torch.Tensor) -> bool:
+    return _storage_order(image).is_contiguous()
+
+
+def _gamma_list(gammas: object, count: int) -> list[float]:
+    values = gammas.tolist() if hasattr(gammas, "tolist") else gammas  # tensors / arrays, 0-d included
+    if isinstance(values, numbers.Real) and not isinstance(values, bool):
+        return [check_gamma(values)] * count
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence) or len(values) != count:
+        raise _fail(f"need one gamma per image ({count}), got {gammas!r:.40}")
+    return [check_gamma(value) for value in values]
+
+
+def gamma_correct(images: torch.Tensor, gammas: object) -> torch.Tensor:
+    """Apply I_out = I_in^γ per image.
+
+    Args:
+        images: ``[3, H, W]`` or ``[B, 3, H, W]``; uint8 (exact LUT ``round(255 · (x/255)^γ)``) or floating in
+            [0, 1] (``clamp(x, 0, 1) ** γ``); any device.
+        gammas: one γ for all images, or ``[B]`` (tensor or sequence); each positive and finite.
+    Returns:
+        Same shape, dtype and device as ``images``.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4) or images.shape[-3] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"gamma_correct expects [3, H, W] or [B, 3, H, W] images, got {shape}")
+    batch = images if images.dim() == 4 else images.unsqueeze(0)
+    values = _gamma_list(gammas, batch.shape[0])
+    if images.is_floating_point():
+        base = batch.clamp(0, 1)
+        if len(set(values)) == 1:  # a scalar exponent takes torch's sqrt / square fast paths for 0.5 / 2
+            out = base.pow_(values[0])
+        else:
+            out = base.pow_(torch.tensor(values, dtype=batch.dtype, device=batch.device).view(-1, 1, 1, 1))
+        return out[0] if images.dim() == 3 else out
+    if images.dtype != torch.uint8:
+        raise ValueError(f"gamma_correct expects uint8 or floating images, got {images.dtype}")
+    if batch.device.type == "cpu":
+        # Per-image byte runs must line up between input and output: a dense batch of dense images keeps its
+        # strides through empty_like (preserve_format); anything else is made contiguous first.
+        source = batch if _dense(batch) and _dense(batch[0]) else batch.contiguous()
+        out = torch.empty_like(source)
+        for index, value in enumerate(values):
+            _translate_cpu(source[index], _lut_bytes(value), out[index])
+    else:
+        tables = torch.stack([gamma_table(value) for value in values]).to(batch.device)
+        offsets = torch.arange(0, 256 * len(values), 256, device=batch.device).view(-1, 1, 1, 1)
+        out = torch.take(tables, batch.long() + offsets)  # one gather for the whole batch, per-image tables
+    return out[0] if images.dim() == 3 else out
+
+
+def gamma_correct_many(images: Sequence[torch.Tensor], gammas: Sequence[float]) -> list[torch.Tensor]:
+    """``gamma_correct`` over ``[3, H_i, W_i]`` images of any sizes: one batched call per shape on accelerators."""
+    views: list[torch.Tensor | None] = [None] * len(images)
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for index, image in enumerate(images):
+        # The CPU path is a per-image loop anyway: stacking would only add a copy.
+        key = (tuple(image.shape), image.dtype, image.device) if image.device.type != "cpu" else (index,)
+        groups[key].append(index)
+    for indices in groups.values():
+        batch = torch.stack([images[i] for i in indices]) if len(indices) > 1 else images[indices[0]].unsqueeze(0)
+        for index, view in zip(indices, gamma_correct(batch, [gammas[i] for i in indices]).unbind(0)):
+            views[index] = view
+    return views

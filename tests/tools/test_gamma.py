@@ -1,0 +1,79 @@
+"""Gamma Corrector op: exact uint8 LUT, float pow, batching, layouts, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tooliqa_tools import ToolError, gamma_correct, gamma_table
+
+GAMMAS = (0.2, 0.5, 0.7, 1.0, 1.3, 2.0, 3.7, 5.0)
+
+
+def numpy_lut(gamma: float) -> np.ndarray:
+    return np.round(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def every_value() -> torch.Tensor:
+    """uint8 [3, 16, 16]: every byte value once per channel, shuffled, plus a batch dimension later."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.stack([torch.randperm(256, generator=generator).view(16, 16) for _ in range(3)]).to(torch.uint8)
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_uint8_equals_numpy_lut_exactly(every_value, gamma):
+    expected = torch.from_numpy(numpy_lut(gamma)[every_value.numpy()])
+    assert torch.equal(gamma_correct(every_value, gamma), expected)
+    assert torch.equal(gamma_table(gamma), torch.from_numpy(numpy_lut(gamma)))
+
+
+def test_known_values_by_hand():
+    x = torch.tensor([0, 64, 128, 255], dtype=torch.uint8).view(1, 1, 4).expand(3, 1, 4).contiguous()
+    # 255·sqrt(64/255) = 127.75 → 128; 255·sqrt(128/255) = 180.66 → 181; (128/255)²·255 = 64.25 → 64
+    assert gamma_correct(x, 0.5)[0, 0].tolist() == [0, 128, 181, 255]
+    assert gamma_correct(x, 2.0)[0, 0].tolist() == [0, 16, 64, 255]
+
+
+def test_batch_with_per_image_gammas_and_layouts(every_value):
+    batch = torch.stack([every_value, every_value.flip(-1), every_value.flip(-2)])
+    gammas = [0.5, 2.0, 3.0]
+    expected = torch.stack([gamma_correct(image, g) for image, g in zip(batch, gammas)])
+    for gammas_as in (gammas, torch.tensor(gammas), np.array(gammas)):
+        assert torch.equal(gamma_correct(batch, gammas_as), expected)
+    channels_last = batch.contiguous(memory_format=torch.channels_last)
+    out = gamma_correct(channels_last, gammas)
+    assert torch.equal(out, expected) and out.stride() == channels_last.stride()  # layout kept, no copy back
+    assert torch.equal(gamma_correct(batch[:, :, ::2, 1:], gammas), expected[:, :, ::2, 1:])  # strided views
+    assert torch.equal(gamma_correct(batch.permute(1, 0, 2, 3).contiguous().permute(1, 0, 2, 3), gammas), expected)
+    assert torch.equal(gamma_correct(batch, 2.0), gamma_correct(batch, [2.0, 2.0, 2.0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_float_equals_pow(dtype, gamma):
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    x[0, 0, 0, :2] = torch.tensor([0.0, 1.0], dtype=dtype)
+    out = gamma_correct(x, gamma)
+    assert out.dtype == dtype and out.shape == x.shape
+    assert (out - x**gamma).abs().max().item() <= 1e-6
+    assert (gamma_correct(x, [gamma, 0.5])[1] - x[1] ** 0.5).abs().max().item() <= 1e-6
+
+
+def test_float_out_of_range_is_clamped():
+    x = torch.tensor([-0.5, 0.25, 1.5]).view(1, 1, 3).expand(3, 1, 3)
+    assert gamma_correct(x, 0.5)[0, 0].tolist() == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "0.5", True, None, 10**400, [0.5, 0.5]])
+def test_bad_gamma_is_tool_error(every_value, bad):
+    with pytest.raises(ToolError, match="gamma_corrector: "):
+        gamma_correct(every_value, bad)
+
+
+def test_bad_images_are_value_errors():
+    with pytest.raises(ValueError, match=r"\[3, H, W\]"):
+        gamma_correct(torch.zeros(4, 8, 8, dtype=torch.uint8), 0.5)
+    with pytest.raises(ValueError, match="uint8 or floating"):
+        gamma_correct(torch.zeros(3, 8, 8, dtype=torch.int32), 0.5)
