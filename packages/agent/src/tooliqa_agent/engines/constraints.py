@@ -1,0 +1,128 @@
+"""Structured decoding for the ``hf`` engine: an xgrammar-backed logits processor with one grammar (or none) per row.
+
+``transformers.generate`` calls the processor once per decoding step with the whole batch. Row ``i`` carries its own
+``GrammarMatcher`` (its turn kind's grammar) or none (unconstrained). Each call first feeds every matcher the tokens
+its row generated since the last call, then masks the next-token logits of the constrained rows to what their
+grammar allows. It masks only (disallowed logits become -inf) and never rescales, so the engine's logprobs, taken
+from the raw logits, keep their meaning. A complete grammar allows only ``<|im_end|>``, which ends the row.
+
+xgrammar is imported lazily: nothing here loads it unless a request carries a grammar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import transformers
+
+from tooliqa_agent.types import GenerationRequest
+
+
+class GrammarLogitsProcessor(transformers.LogitsProcessor):
+    """Masks ``scores [N, V]`` row by row to each row's grammar; built for one ``generate`` call.
+
+    ``matchers[i]``: row ``i``'s fresh ``xgrammar.GrammarMatcher`` or None (unconstrained). Prompts are left-padded
+    to ``prompt_length``, so row ``i``'s generated token ``t`` is ``input_ids[i, prompt_length + t]``.
+    """
+
+    def __init__(self, matchers: Sequence, prompt_length: int, vocab_size: int, stop_token_id: int) -> None:
+        import xgrammar as xgr
+
+        self._xgr = xgr
+        self.matchers = list(matchers)
+        self.prompt_length = prompt_length
+        self.vocab_size = vocab_size
+        self.stop_token_id = stop_token_id
+        self.rows = [row for row, matcher in enumerate(self.matchers) if matcher is not None]
+        """Constrained rows."""
+        self.consumed = [0] * len(self.matchers)
+        """Generated tokens each matcher has accepted so far."""
+        self.rejected: set[int] = set()
+        """Rows whose matcher refused a token (cannot happen under the mask; kept safe: they are forced to stop)."""
+        self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), vocab_size)
+
+    def _advance(self, input_ids: torch.Tensor) -> None:
+        """Feed every live matcher the tokens its row generated since the last call (normally one)."""
+        generated = input_ids.shape[1] - self.prompt_length
+        live = [row for row in self.rows if row not in self.rejected and not self.matchers[row].is_terminated()]
+        if not live or generated == 0:
+            return
+        start = min(self.consumed[row] for row in live)
+        tail = input_ids[:, self.prompt_length + start :].tolist()
+        for row in live:
+            matcher = self.matchers[row]
+            for token in tail[row][self.consumed[row] - start :]:
+                self.consumed[row] += 1
+                if not matcher.accept_token(token):
+                    self.rejected.add(row)
+                    break
+                if matcher.is_terminated():
+                    break
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape != (len(self.matchers), self.vocab_size):
+            raise ValueError(
+                f"grammar processor: scores {tuple(scores.shape)} do not match {len(self.matchers)} rows × "
+                f"vocabulary {self.vocab_size} (the model's text vocab_size)"
+            )
+        self._advance(input_ids)
+        masked = []
+        for row in self.rows:
+            matcher = self.matchers[row]
+            if row in self.rejected or matcher.is_terminated():
+                continue  # finished rows are padded by generate: their logits are never used
+            matcher.fill_next_token_bitmask(self.bitmask, row)
+            masked.append(row)
+        if masked:
+            backend = "cpu" if scores.device.type == "cpu" else "torch_native"  # no Triton JIT needed on GPU boxes
+            self._xgr.apply_token_bitmask_inplace(
+                scores, self.bitmask.to(scores.device), vocab_size=self.vocab_size, indices=masked, backend=backend
+            )
+        for row in self.rejected:
+            if not self.matchers[row].is_terminated():
+                stop = scores[row, self.stop_token_id].clone()
+                scores[row] = float("-inf")
+                scores[row, self.stop_token_id] = stop
+        return scores
+
+
+class XGrammarConstraintFactory:
+    """Builds the per-call :class:`GrammarLogitsProcessor` for the ``hf`` engine (``ConstraintFactory`` protocol).
+
+    Compiles each distinct grammar once (a rollout uses at most three) against the model's tokenizer, with
+    ``<|im_end|>`` as the only stop token.
+    """
+
+    def __init__(self, tokenizer, model_config) -> None:
+        import xgrammar as xgr
+
+        self._xgr = xgr
+        self.vocab_size = int(model_config.get_text_config().vocab_size)
+        self.stop_token_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        info = xgr.TokenizerInfo.from_huggingface(
+            tokenizer, vocab_size=self.vocab_size, stop_token_ids=[self.stop_token_id]
+        )
+        self.compiler = xgr.GrammarCompiler(info)
+        self._compiled: dict[str, object] = {}
+
+    def compile(self, grammar: str):
+        """The compiled grammar (cached); ``GrammarError`` for text xgrammar cannot read."""
+        if grammar not in self._compiled:
+            from tooliqa_agent.grammar import GrammarError  # grammar.py re-exports this module: import at use
+
+            try:
+                self._compiled[grammar] = self.compiler.compile_grammar(grammar)
+            except RuntimeError as err:
+                raise GrammarError(f"invalid structured-decoding grammar: {err}") from None
+        return self._compiled[grammar]
+
+    def matcher(self, grammar: str):
+        """A fresh matcher of ``grammar`` at its start."""
+        return self._xgr.GrammarMatcher(self.compile(grammar))
+
+    def __call__(self, requests: Sequence[GenerationRequest], prompt_length: int) -> GrammarLogitsProcessor | None:
+        if all(request.grammar is None for request in requests):
+            return None
+        matchers = [None if r.grammar is None else self.matcher(r.grammar) for r in requests]
+        return GrammarLogitsProcessor(matchers, prompt_length, self.vocab_size, self.stop_token_id)

@@ -1,0 +1,253 @@
+"""The vLLM engine: an in-process (colocated) ``vllm.LLM`` behind the :class:`~tooliqa_agent.types.Engine` interface.
+
+Written against vLLM 0.33's documented API (``reference/rl_stack.md`` §1.7–1.8, §2; SPEC §6) and imported lazily
+(extra ``vllm``):
+
+- prompts are token ids with ONE ``<|image_pad|>`` per image (``collate.vllm_prompt``) plus the images as
+  multimodal data, as PIL images (vLLM reads a 3-D tensor as precomputed embeddings, not pixels);
+- ``SamplingParams`` map one to one from :class:`SamplingConfig`; logprobs of the sampled token come back with
+  ``logprobs_mode="processed_logprobs"``: log_softmax(logits / temperature), the trainer's scale (exact while
+  top_p = 1 and top_k = 0, the defaults: a nucleus renormalises them);
+- a turn's grammar goes in as ``StructuredOutputsParams(grammar=…)`` (vLLM's xgrammar backend);
+- ``update_weights`` pushes transformers-named tensors through the driver worker's ``model.load_weights`` then
+  resets the prefix cache; ``release`` sleeps; the order is wake weights → load → wake kv_cache → generate → sleep.
+
+The engine runs with ``distributed_executor_backend="external_launcher"``: every rank builds its own ``LLM`` after
+``torch.distributed`` is up (or alone, with single-process defaults), and the model lives in this process, which
+is what makes the ``load_weights`` attribute chain reachable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import torch
+
+from tooliqa_agent.collate import vllm_prompt
+from tooliqa_agent.types import Completion, EngineConfig, GenerationRequest, SamplingConfig
+from tooliqa_tools import tensor_to_pil
+
+SLEEP_LEVELS = (1, 2)
+"""vLLM sleep levels: 1 offloads weights to CPU memory (generate works after it), 2 discards them (push first)."""
+
+# peft wraps the policy: its parameter names differ from the transformers names vLLM's loader maps
+_PREFIXES = ("base_model.model.",)
+_INFIXES = (".base_layer.", "._checkpoint_wrapped_module.", ".modules_to_save.default.")
+_ADAPTER_MARKERS = ("lora_", ".original_module.")
+
+
+def llm_kwargs(config: EngineConfig, max_images: int, seed: int) -> dict[str, object]:
+    """Keyword arguments of ``vllm.LLM`` for a colocated rollout engine (``rl_stack.md`` §6.3)."""
+    if config.model is None:
+        raise ValueError("EngineConfig.model: the vllm engine loads a checkpoint directory; none was given")
+    if max_images < 1:
+        raise ValueError(f"vllm engine: max_images must be ≥ 1, got {max_images}")
+    return {
+        "model": config.model,
+        "dtype": config.dtype,
+        "seed": seed,
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "gpu_memory_utilization": config.gpu_memory_utilization,
+        "max_model_len": config.max_model_len,
+        "enable_prefix_caching": config.enable_prefix_caching,
+        "enable_sleep_mode": config.enable_sleep_mode,
+        "enforce_eager": config.enforce_eager,
+        "limit_mm_per_prompt": {"image": max_images, "video": 0},
+        "logprobs_mode": "processed_logprobs",
+        "distributed_executor_backend": "external_launcher",
+    }
+
+
+def launcher_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The torch.distributed variables ``external_launcher`` needs that ``environ`` lacks (a single-process run)."""
+    defaults = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}
+    return {key: value for key, value in defaults.items() if key not in environ}
+
+
+def sampling_kwargs(sampling: SamplingConfig, max_tokens: int, seed: int, stop_token_id: int) -> dict[str, object]:
+    """Keyword arguments of ``vllm.SamplingParams`` for one request (the grammar is added by the engine).
+
+    ``logprobs=0`` returns the sampled token's logprob only; ``detokenize=False`` because the engine decodes with the
+    processor's tokenizer, exactly as the ``hf`` engine does.
+    """
+    return {
+        "n": 1,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "stop_token_ids": [stop_token_id],
+        "logprobs": 0,
+        "detokenize": False,
+        "skip_special_tokens": False,
+    }
+
+
+def vllm_weight_name(name: str) -> str | None:
+    """The transformers name vLLM's ``load_weights`` expects for a policy parameter; None for adapter-only tensors.
+
+    Plain transformers names pass unchanged (vLLM maps ``model.language_model.*`` etc. itself). Names of a peft
+    model whose adapters were merged lose ``base_model.model.`` and ``.base_layer``; LoRA A/B matrices and
+    ``original_module`` copies are skipped (TRL's colocate sync does the same, ``rl_stack.md`` §1.8).
+    """
+    if any(marker in name for marker in _ADAPTER_MARKERS):
+        return None
+    for prefix in _PREFIXES:
+        name = name.removeprefix(prefix)
+    for infix in _INFIXES:
+        name = name.replace(infix, ".")
+    return name
+
+
+def vllm_weights(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """``named_tensors`` renamed by :func:`vllm_weight_name`, adapter-only tensors dropped; lazy (one at a time)."""
+    for name, tensor in named_tensors:
+        target = vllm_weight_name(name)
+        if target is not None:
+            yield target, tensor
+
+
+class VLLMEngine:
+    """Colocated vLLM generation with weight sync and sleep/wake.
+
+    ``llm``: a ``vllm.LLM`` (any object with its ``generate``/``sleep``/``wake_up``/``reset_prefix_cache`` and the
+    ``llm_engine.model_executor.driver_worker.model_runner.model`` chain). ``processor``: the checkpoint's processor.
+    """
+
+    def __init__(self, llm, processor, *, max_model_len: int, sleep_mode: bool = True, sleep_level: int = 1) -> None:
+        if sleep_level not in SLEEP_LEVELS:
+            raise ValueError(f"vllm engine: sleep_level must be one of {SLEEP_LEVELS}, got {sleep_level}")
+        self.llm = llm
+        self.processor = processor
+        self.max_model_len = max_model_len
+        self.sleep_mode = sleep_mode
+        self.sleep_level = sleep_level
+        tokenizer = processor.tokenizer
+        self.im_end_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        self.image_token_id = int(tokenizer.convert_tokens_to_ids("<|image_pad|>"))
+        self._weights_awake = True
+        self._kv_awake = True
+        self._weights_valid = True  # False after a level-2 sleep until weights are pushed again
+        self._issued = 0  # requests issued so far: each gets its own seed, so identical prompts sample differently
+
+    @classmethod
+    def from_config(
+        cls, config: EngineConfig, model=None, processor=None, max_images: int = 3, sleep_level: int = 1
+    ) -> VLLMEngine:
+        """Build ``vllm.LLM`` from ``config.model`` (``model`` is ignored: vLLM loads its own copy, then receives
+        the policy's weights through ``update_weights``). ``max_images``: 1 + the protocol's tool rounds."""
+        import transformers
+        from vllm import LLM
+
+        kwargs = llm_kwargs(config, max_images, seed=int(os.environ.get("RANK", "0")) // config.tensor_parallel_size)
+        os.environ.update(launcher_env(os.environ))
+        if processor is None:
+            processor = transformers.AutoProcessor.from_pretrained(config.model)
+        llm = LLM(**kwargs)
+        engine = cls(
+            llm,
+            processor,
+            max_model_len=config.max_model_len,
+            sleep_mode=config.enable_sleep_mode,
+            sleep_level=sleep_level,
+        )
+        engine._model()  # fail now, not at the first weight sync, if the in-process model is unreachable
+        return engine
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+    def _model(self):
+        """The vLLM ``nn.Module`` in this process (needs ``external_launcher``: no engine-core subprocess)."""
+        try:
+            return self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        except AttributeError as err:
+            raise RuntimeError(
+                "vllm engine: llm.llm_engine.model_executor.driver_worker.model_runner.model is unreachable "
+                f"({err}); build LLM with distributed_executor_backend='external_launcher'"
+            ) from None
+
+    def _wake(self) -> None:
+        """Bring weights and KV cache back before generating (no-op when awake)."""
+        if not self._weights_valid:
+            raise RuntimeError(
+                "vllm engine: weights were discarded by sleep(level=2); call update_weights(...) before generate"
+            )
+        if not self._weights_awake:
+            self.llm.wake_up(tags=["weights"])
+            self._weights_awake = True
+        if not self._kv_awake:
+            self.llm.wake_up(tags=["kv_cache"])
+            self._kv_awake = True
+
+    def _params(self, request: GenerationRequest, sampling: SamplingConfig, seed: int, max_tokens: int):
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        kwargs = sampling_kwargs(sampling, max_tokens, seed, self.im_end_id)
+        if request.grammar is not None:
+            kwargs["structured_outputs"] = StructuredOutputsParams(grammar=request.grammar)
+        return SamplingParams(**kwargs)
+
+    def generate(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[Completion]:
+        """One completion per request; a prompt that leaves no room under ``max_model_len`` gets an empty,
+        unfinished completion (its trajectory ends as truncated) instead of failing the batch."""
+        if not requests:
+            return []
+        from vllm.inputs import TokensPrompt
+
+        self._wake()
+        prompts, params, rows = [], [], []
+        for index, request in enumerate(requests):
+            room = self.max_model_len - len(request.prompt_ids)  # vLLM counts the expanded prompt
+            if room < 1:
+                continue
+            ids, images = vllm_prompt(request, self.image_token_id)
+            prompt = TokensPrompt(prompt_token_ids=ids)
+            if images:
+                prompt["multi_modal_data"] = {"image": [tensor_to_pil(image) for image in images]}
+            prompts.append(prompt)
+            seed = sampling.seed + self._issued + index
+            params.append(self._params(request, sampling, seed, min(room, sampling.max_new_tokens)))
+            rows.append(index)
+        self._issued += len(requests)
+        outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=False) if prompts else []
+        completions = [Completion(token_ids=(), logprobs=(), text="", finished=False)] * len(requests)
+        for row, output in zip(rows, outputs, strict=True):
+            completions[row] = self._completion(output.outputs[0])
+        return completions
+
+    def _completion(self, output) -> Completion:
+        """A ``vllm.CompletionOutput`` as a Completion (token ids include the closing ``<|im_end|>``)."""
+        token_ids = tuple(int(token) for token in output.token_ids)
+        if output.logprobs is None or len(output.logprobs) != len(token_ids):
+            raise RuntimeError("vllm engine: the output lacks per-token logprobs (SamplingParams.logprobs=0 expected)")
+        logprobs = tuple(float(step[token].logprob) for step, token in zip(output.logprobs, token_ids, strict=True))
+        finished = bool(token_ids) and token_ids[-1] == self.im_end_id
+        text = self.processor.tokenizer.decode(token_ids[:-1] if finished else token_ids)
+        return Completion(token_ids=token_ids, logprobs=logprobs, text=text, finished=finished)
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Push policy weights (transformers or merged-peft names; see :func:`vllm_weight_name`) into vLLM.
+
+        ``named_tensors`` is consumed lazily, one tensor at a time, so a ZeRO-3 caller can gather each parameter
+        inside its iterator. With LoRA, merge the adapters before and unmerge after this call. After a level-2
+        sleep push every parameter: the woken weight memory holds nothing until then.
+        """
+        if not self._weights_awake:
+            self.llm.wake_up(tags=["weights"])
+            self._weights_awake = True
+        self._model().load_weights(vllm_weights(named_tensors))
+        self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+        self._weights_valid = True
+
+    def release(self) -> None:
+        """Sleep (free weights and KV cache) when sleep mode is on; the next ``generate`` wakes the engine."""
+        if not self.sleep_mode or not (self._weights_awake or self._kv_awake):
+            return
+        self.llm.sleep(level=self.sleep_level)
+        self._weights_awake = self._kv_awake = False
+        self._weights_valid = self.sleep_level == 1
