@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,3 +150,10 @@ def test_cuda_matches_cpu():
     assert gpu.total.is_cuda and gpu.format.is_cuda
     assert_near(gpu.total.cpu(), cpu.total, atol=1e-10)
     assert gpu.stats.rho == cpu.stats.rho
+
+
+def test_readme_example_runs(capsys):
+    readme = (Path(__file__).resolve().parents[2] / "packages" / "rewards" / "README.md").read_text()
+    example = readme.split("## Example\n\n```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(example, "README.md", "exec"), {})
+    assert "train/reward/rho" in capsys.readouterr().out

@@ -177,19 +177,14 @@ def compute_rewards(inputs: RewardInputs, config: RewardConfig = RewardConfig())
     parts = {name: fn(ctx) for name, fn in REWARDS.items()}
     total = sum(getattr(config.weights, name) * part for name, part in parts.items())
 
-    calls = torch.stack([inputs.n_successful_calls.sum(), inputs.n_failed_calls.sum()]).to(rank.dtype)
-    summary = torch.cat(
-        [
-            torch.stack([total.mean(), parts["rank"].mean(), parts["format"].mean(), parts["bate"].mean()]),
-            inputs.valid.to(rank.dtype).mean()[None],
-            calls,
-        ]
-    ).tolist()  # one device sync for all scalars
-    mean_total, mean_rank, mean_format, mean_bate, valid_rate, n_ok, n_failed = summary
+    counts = torch.stack([inputs.valid.sum(), inputs.n_successful_calls.sum(), inputs.n_failed_calls.sum()])
+    means = torch.stack([total, parts["rank"], parts["format"], parts["bate"]]).mean((1, 2))
+    summary = torch.cat([means, counts.to(means.dtype)]).tolist()  # one device sync for all scalars
+    mean_total, mean_rank, mean_format, mean_bate, n_valid, n_ok, n_failed = summary
     n_calls = n_ok + n_failed
     stats = RewardStats(
         rho=rho,
-        valid_rate=valid_rate,
+        valid_rate=n_valid / rank.numel(),
         mean_total=mean_total,
         mean_rank=mean_rank,
         mean_format=mean_format,
