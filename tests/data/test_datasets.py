@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 import scipy.io
@@ -166,6 +168,44 @@ def test_small_official_formats(tmp_path):
     (tmp_path / "bid").mkdir()
     (tmp_path / "bid" / "DatabaseGrades.csv").write_text("image,mos\nDatabaseImage0001.JPG,3.1\n")
     assert load_dataset("bid", tmp_path / "bid", check_images=False).items[0].mos == 3.1
+
+
+def write_xlsx(path, rows: list[list[str | float]]) -> None:
+    """A minimal .xlsx (shared strings for text, numbers inline) as spreadsheet programs write it."""
+    strings = sorted({cell for row in rows for cell in row if isinstance(cell, str)})
+    ns = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+    cells = []
+    for r, row in enumerate(rows, start=1):
+        xml = "".join(
+            f'<c r="{"ABCDEFG"[c]}{r}" t="s"><v>{strings.index(v)}</v></c>'
+            if isinstance(v, str)
+            else f'<c r="{"ABCDEFG"[c]}{r}"><v>{v}</v></c>'
+            for c, v in enumerate(row)
+            if v != ""
+        )
+        cells.append(f'<row r="{r}">{xml}</row>')
+    with zipfile.ZipFile(path, "w") as archive:
+        sst = "".join(f"<si><t>{s}</t></si>" for s in strings)
+        archive.writestr("xl/sharedStrings.xml", f"<sst {ns}>{sst}</sst>")
+        archive.writestr(
+            "xl/worksheets/sheet1.xml", f"<worksheet {ns}><sheetData>{''.join(cells)}</sheetData></worksheet>"
+        )
+
+
+def test_spaq_official_xlsx(tmp_path):
+    (tmp_path / "Annotations").mkdir()
+    write_xlsx(
+        tmp_path / "Annotations" / "MOS and Image attribute scores.xlsx",
+        [["Image name", "MOS", "Brightness"], ["00001.jpg", 42.5, 50], ["00002.jpg", 71.25, ""], ["00003.jpg", "x", 1]],
+    )
+    with pytest.raises(LabelError, match=r"scores.xlsx:4: MOS 'x' is not a number"):
+        load_dataset("spaq", tmp_path, check_images=False)
+    write_xlsx(tmp_path / "s.xlsx", [["Image name", "MOS"], ["00001.jpg", 42.5], ["00002.jpg", 71.25]])
+    dataset = load_dataset("spaq", tmp_path, "s.xlsx", check_images=False)
+    assert [(i.image.name, i.mos) for i in dataset.items] == [("00001.jpg", 42.5), ("00002.jpg", 71.25)]
+    (tmp_path / "broken.xlsx").write_bytes(b"PK not really")
+    with pytest.raises(LabelError, match="not a readable .xlsx"):
+        load_dataset("spaq", tmp_path, "broken.xlsx")
 
 
 def test_biq2021_real_images(tmp_path):

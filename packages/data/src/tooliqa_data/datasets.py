@@ -89,7 +89,7 @@ def _first_line(source: Path) -> str:
 
 
 def _is_table(source: Path) -> bool:
-    return source.suffix.lower() in (".csv", ".tsv")
+    return source.suffix.lower() in (".csv", ".tsv", ".xlsx")
 
 
 def _nr_list(image_cols: tuple[str, ...], mos_cols: tuple[str, ...]) -> Reader:
@@ -222,7 +222,12 @@ DATASETS: dict[str, Adapter] = {
     ),
     "spaq": Adapter(
         "SPAQ",
-        ("MOS and Image attribute scores.csv", "SPAQ_test_all.txt"),
+        (
+            "Annotations/MOS and Image attribute scores.xlsx",
+            "MOS and Image attribute scores.xlsx",
+            "MOS and Image attribute scores.csv",
+            "SPAQ_test_all.txt",
+        ),
         ("TestImage", "images", ""),
         _nr_list(("Image name", "image_name", "image"), ("MOS", "mos")),
         "MOS 0-100 (list: 1-5), higher = better",

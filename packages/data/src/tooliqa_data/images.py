@@ -13,7 +13,6 @@ Conversions (each one documented because it changes pixels):
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,26 +90,25 @@ def load_pil(
     path = Path(path)
     if not path.is_file():
         raise ImageNotFoundError(path, "image file not found")
-    with warnings.catch_warnings():
-        # Pillow only warns between its limit and twice it; make every oversize image an error here instead.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise DecompressionBombError(
-                        path, f"declares {width}x{height} = {width * height:,} pixels, over the {max_pixels:,} limit"
-                    )
-                image.load()
-                image = ImageOps.exif_transpose(image)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DecompressionBombError(path, f"decompression bomb ({exc})") from None
-        except UnidentifiedImageError:
-            raise CorruptImageError(path, "not a recognised image format (corrupt or not an image)") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            if isinstance(exc, ImageError):
-                raise
-            raise CorruptImageError(path, f"truncated or corrupt image data ({exc})") from None
+    # No warnings.catch_warnings here: it is not thread-safe and the runner decodes in threads. The explicit size
+    # check below rejects a bomb before decoding; Pillow's own error (at twice its limit) is mapped too.
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise DecompressionBombError(
+                    path, f"declares {width}x{height} = {width * height:,} pixels, over the {max_pixels:,} limit"
+                )
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DecompressionBombError(path, f"decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise CorruptImageError(path, "not a recognised image format (corrupt or not an image)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise CorruptImageError(path, f"truncated or corrupt image data ({exc})") from None
     if min(image.size) < min_side:
         raise ImageTooSmallError(path, f"{image.size[0]}x{image.size[1]} is under the {min_side} px minimum side")
     image = _to_rgb(image)

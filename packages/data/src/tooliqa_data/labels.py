@@ -105,7 +105,9 @@ class Table:
 
 
 def read_table(source: Path) -> Table:
-    """Read a CSV (or TSV: ``.tsv`` suffix or tabs in the header) with a header row."""
+    """Read a CSV (or TSV: ``.tsv`` suffix or tabs in the header; or the first sheet of an ``.xlsx``) with a header."""
+    if source.suffix.lower() == ".xlsx":
+        return read_xlsx(source)
     lines = text_lines(source)
     if not lines:
         raise LabelError(source, None, "label file is empty")
@@ -121,6 +123,65 @@ def read_table(source: Path) -> Table:
             raise LabelError(source, reader.line_num, f"malformed CSV: {exc}") from None
     header = tuple(cell.strip() for cell in records[0][1])
     return Table(source, header, tuple(records[1:]))
+
+
+_XLSX = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+
+
+def _column_index(reference: str) -> int:
+    """``"C7"`` → 2 (0-based column of a cell reference)."""
+    index = 0
+    for char in reference:
+        if not char.isalpha():
+            break
+        index = index * 26 + ord(char.upper()) - ord("A") + 1
+    return index - 1
+
+
+def read_xlsx(source: Path) -> Table:
+    """The first worksheet of an ``.xlsx`` file as a :class:`Table` (row 1 = header), read with the standard library.
+
+    Official label files ship as spreadsheets (SPAQ's ``MOS and Image attribute scores.xlsx``); reading the few XML
+    parts needed keeps a spreadsheet dependency out of the package. Line numbers are spreadsheet row numbers.
+    """
+    import zipfile
+    from xml.etree import ElementTree
+
+    if not source.is_file():
+        raise LabelError(source, None, "label file not found")
+    try:
+        with zipfile.ZipFile(source) as archive:
+            names = set(archive.namelist())
+            shared: list[str] = []
+            if "xl/sharedStrings.xml" in names:
+                root = ElementTree.fromstring(archive.read("xl/sharedStrings.xml"))
+                shared = ["".join(t.text or "" for t in si.iter(f"{_XLSX}t")) for si in root.iter(f"{_XLSX}si")]
+            sheets = sorted(n for n in names if n.startswith("xl/worksheets/sheet") and n.endswith(".xml"))
+            if not sheets:
+                raise LabelError(source, None, "no worksheet in this .xlsx file")
+            sheet = ElementTree.fromstring(archive.read(sheets[0]))
+    except (zipfile.BadZipFile, ElementTree.ParseError, KeyError) as exc:
+        raise LabelError(source, None, f"not a readable .xlsx file ({exc})") from None
+    records: list[tuple[int, tuple[str, ...]]] = []
+    for row in sheet.iter(f"{_XLSX}row"):
+        cells: dict[int, str] = {}
+        for position, cell in enumerate(row.iter(f"{_XLSX}c")):
+            kind, value = cell.get("t"), cell.find(f"{_XLSX}v")
+            if kind == "inlineStr":
+                text = "".join(t.text or "" for t in cell.iter(f"{_XLSX}t"))
+            elif value is None or value.text is None:
+                continue
+            elif kind == "s":
+                text = shared[int(value.text)]
+            else:
+                text = value.text
+            cells[_column_index(cell.get("r", "")) if cell.get("r") else position] = text
+        if cells and any(text.strip() for text in cells.values()):
+            line = int(row.get("r", len(records) + 1))
+            records.append((line, tuple(cells.get(i, "") for i in range(max(cells) + 1))))
+    if not records:
+        raise LabelError(source, None, "the first worksheet is empty")
+    return Table(source, tuple(cell.strip() for cell in records[0][1]), tuple(records[1:]))
 
 
 def table_rows(table: Table, *, image: int, mos: int | None, ref: int | None = None) -> list[LabelRow]:

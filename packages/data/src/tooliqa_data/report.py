@@ -46,6 +46,9 @@ def view_path(out_dir: Path, dataset: str, image: str, turn: int) -> Path:
 def _data_uri(image: Image.Image) -> str:
     image = image.copy()
     image.thumbnail((_THUMB, _THUMB))
+    factor = -(-_THUMB // 2 // max(image.size))  # ceil: at least half the thumbnail size
+    if factor > 1:  # small images (e.g. the 96-160 px synthetic set) are enlarged with visible pixels, not smoothed
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -65,7 +68,7 @@ def _original(image: str, boxes: list[list[int]], max_side: int | None) -> str:
 
 def _entry(row: PredictionRow, record: dict | None, out_dir: Path, max_side: int | None) -> str:
     parts = [
-        f"<h3>{html.escape(Path(row.image).name)}</h3>",
+        f"<h3 title='{html.escape(row.image, quote=True)}'>{html.escape(Path(row.image).name)}</h3>",
         f"<p>MOS {row.mos if row.mos is not None else '—'} · score {row.score if row.score is not None else '—'} "
         f"· status <b>{html.escape(row.status)}</b> · {row.output_tokens} output tokens · {row.n_tool_calls} tool "
         f"calls · {row.seconds:.2f} s</p>",
