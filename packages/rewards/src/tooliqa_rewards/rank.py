@@ -57,7 +57,7 @@ def rank_reward(
     groups: torch.Tensor | None = None,
     *,
     eps: float = RANK_EPS,
-    block_elements: int = 1 << 19,
+    block_elements: int | None = None,
 ) -> torch.Tensor:
     """Fidelity rank reward of every sample against the other images of the batch.
 
@@ -69,7 +69,8 @@ def rank_reward(
             and get 0.
         groups: optional integer ``[B]`` (e.g. dataset ids): images are compared only with images of their group.
         eps: ε in the variance sum and in both square roots.
-        block_elements: the [rows, G, B] blocks the pairwise pass works in hold about this many elements.
+        block_elements: the [rows, G, B] blocks of the pairwise pass hold about this many elements; None: 2^19 on
+            the CPU (cache-sized; 1.5-4x faster than one block at B = 1024), 2^26 on an accelerator (fewer launches).
 
     Returns:
         float ``[B, G]`` rewards (float32, or float64 for float64 scores), on the scores' device.
@@ -102,7 +103,9 @@ def rank_reward(
     duel = pair & (order != 0)
     ties = tie if bool(tie.any()) else None
     # Memory tiling, not a per-sample loop: each block of image rows is one vectorised [rows, G, B] pass, so memory
-    # stays bounded and the pass stays in cache (3-4x faster than one [B, G, B] tensor at B = 1024 on 2 CPU cores).
+    # stays bounded and, on the CPU, the pass stays in cache.
+    if block_elements is None:
+        block_elements = 1 << 19 if scores.device.type == "cpu" else 1 << 26
     rows = max(1, block_elements // (g * b))
     total = torch.cat(
         [
