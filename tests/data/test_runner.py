@@ -126,17 +126,17 @@ def test_bad_inputs_become_one_error_row_each(synthetic_dir, tmp_path):
 
 
 class FlakyAssessor(SharpnessAssessor):
-    """Raises on its second batch, and reports a parse failure for one image."""
+    """Raises on its second batch; per batch, reports a parse failure for the first image and NaN for the second."""
 
     def __call__(self, items, images):
         if self.calls == 1:
             self.calls += 1
             raise RuntimeError("CUDA out of memory (simulated)")
         results = super().__call__(items, images)
-        return [
-            Assessment(None, "parse_failure", detail="<answer>great</answer>") if i == 0 else r
-            for i, r in enumerate(results)
-        ]
+        results[0] = Assessment(None, "parse_failure", detail="<answer>great</answer>")
+        if len(results) > 1:
+            results[1] = Assessment(float("nan"))  # a broken assessor: must not reach the metrics
+        return results
 
 
 def test_assessor_errors_are_rows_and_retried(synthetic_dir, tmp_path):
@@ -150,6 +150,8 @@ def test_assessor_errors_are_rows_and_retried(synthetic_dir, tmp_path):
     summary = json.loads((tmp_path / "metrics.json").read_text())["datasets"]["synthetic"]
     assert summary["n_rows"] == 45 and summary["n_errors"] == 0
     assert summary["n_parse_failures"] == 11 and summary["statuses"]["parse_failure"] == 11
+    assert summary["statuses"]["non_finite_score"] == 10 and summary["n_scored"] == 45 - 21
+    assert "score nan" in next(r["error"] for r in _rows(tmp_path) if r["status"] == "non_finite_score")
 
 
 def test_tool_tables_views_and_boxes(synthetic_dir, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from tooliqa_data.assessment import Assessment
 
 PREDICTIONS = "predictions.csv"
 TRAJECTORIES = "trajectories.jsonl"
+NON_FINITE = "non_finite_score"
+"""Status of rows whose assessor returned NaN or an infinite score (kept out of the metrics like parse failures)."""
 ASSESSOR_ERROR = "assessor_error"
 """Status of rows whose batch raised inside the assessor; they are retried on resume."""
 COLUMNS = (
@@ -68,15 +71,18 @@ IMAGE_STATUSES = frozenset({"missing_image", "corrupt", "too_small", "decompress
 
 
 def row_from_assessment(dataset: str, image: str, mos: float | None, assessment: Assessment) -> PredictionRow:
-    """A predictions.csv row for one assessed image."""
+    """A predictions.csv row for one assessed image (a NaN or infinite score becomes a ``non_finite_score`` row)."""
     calls = assessment.tool_calls
+    score, status, error = assessment.score, assessment.status, assessment.detail or ""
+    if score is not None and not math.isfinite(score):
+        score, status, error = None, NON_FINITE, f"assessor returned score {score!r}"
     return PredictionRow(
         dataset=dataset,
         image=image,
         mos=mos,
-        score=assessment.score,
-        status=assessment.status,
-        error=assessment.detail or "",
+        score=score,
+        status=status,
+        error=error,
         n_tool_calls=len(calls),
         n_failed_calls=sum(not call.ok for call in calls),
         tools=";".join(sorted({call.name for call in calls if call.ok})),
