@@ -4,7 +4,7 @@ Never imports the agent, tools, rewards or trainer packages: models reach the ru
 protocol.
 """
 
-from tooliqa_data.assessment import AssessedCall, AssessedTurn, Assessment, Assessor, RunMetadata
+from tooliqa_data.assessment import OK, PARSE_FAILURE, AssessedCall, AssessedTurn, Assessment, Assessor, RunMetadata
 from tooliqa_data.config import DatasetSpec, EvalConfig, load_specs, parse_dataset_spec
 from tooliqa_data.datasets import DATASETS, KADID_SPLITS, AdapterOptions, load_dataset
 from tooliqa_data.images import (
@@ -25,6 +25,8 @@ __all__ = [
     "DATASETS",
     "DISTORTIONS",
     "KADID_SPLITS",
+    "OK",
+    "PARSE_FAILURE",
     "AdapterOptions",
     "AssessedCall",
     "AssessedTurn",
