@@ -124,6 +124,14 @@ def test_bad_inputs_become_one_error_row_each(synthetic_dir, tmp_path):
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())["datasets"]["bad"]
     assert summary["n_errors"] == 6 and summary["n_scored"] == len(odd) + 1
 
+    # the missing file turns up: a rerun assesses just it; the corrupt files are not retried
+    shutil.copy(folder / "good.png", folder / "missing.png")
+    rerun = SharpnessAssessor()
+    evaluate([load_dataset("csv", folder, "labels.csv", dataset_name="bad")], rerun, tmp_path / "out", QUIET)
+    assert [p.rsplit("/", 1)[1] for p in rerun.seen] == ["missing.png"]
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())["datasets"]["bad"]
+    assert summary["n_errors"] == 5 and summary["n_rows"] == len(names)
+
 
 class FlakyAssessor(SharpnessAssessor):
     """Raises on its second batch; per batch, reports a parse failure for the first image and NaN for the second."""

@@ -2,9 +2,9 @@
 
 Per image the runner loads the file (bad files become error rows: the run goes on), batches images into the
 assessor, and appends one row to predictions.csv and one line to trajectories.jsonl. A rerun into the same folder
-skips the images already there (rows whose batch raised are retried) and appends; every summary — metrics.json,
-table.md, tools.md, scatter PNGs, report.html — is then recomputed from the full predictions.csv, so a resumed run
-reports exactly what an uninterrupted one would.
+skips the images already there (rows whose batch raised or whose file was missing are retried) and appends; every
+summary — metrics.json, table.md, tools.md, scatter PNGs, report.html — is then recomputed from the full
+predictions.csv, so a resumed run reports exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def _record(row: PredictionRow, assessment: Assessment | None, views: list[str |
 
 
 class _Run:
-    """State of one :func:`evaluate` call: writer, progress bar, the loader pool and the report sample."""
+    """State of one :func:`evaluate` call: the settings, the output writer and the report sample's keys."""
 
     def __init__(self, out_dir: Path, assessor: Assessor, config: EvalConfig, keys: set[tuple[str, str]]) -> None:
         self.out_dir, self.assessor, self.config, self.keys = out_dir, assessor, config, keys
@@ -209,7 +209,8 @@ def evaluate(
             (out_dir / stale).unlink(missing_ok=True)
         shutil.rmtree(out_dir / ASSETS, ignore_errors=True)
     _check_run(out_dir, metadata, config)
-    done = {row.key for row in read_predictions(out_dir) if row.status != ASSESSOR_ERROR}
+    # Failed batches and missing files are retried: the cause (memory, a late copy) may be gone by now.
+    done = {row.key for row in read_predictions(out_dir) if row.status not in (ASSESSOR_ERROR, "missing_image")}
     selected = [dataclasses.replace(d, items=d.items[: config.limit]) if config.limit else d for d in datasets]
     keys = report_keys(selected, config.report_samples, config.seed)
     run = _Run(out_dir, assessor, config, keys)
@@ -223,8 +224,10 @@ def evaluate(
         fresh = [item for item in dataset.items if (dataset.name, str(item.image)) not in done]
         skipped += len(dataset.items) - len(fresh)
         pending += [dataclasses.replace(item, dataset=dataset.name) for item in fresh]
-    _assess_all(run, pending)
-    run.writer.close()
+    try:
+        _assess_all(run, pending)
+    finally:  # an interrupt keeps every row written so far: the next run resumes after it
+        run.writer.close()
     return _summarize(out_dir, selected, config, metadata, keys, run.assessed, skipped)
 
 
