@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tooliqa_tools import MagnifierConfig, ToolCall, ToolView, gamma_correct, magnify, make_toolkit, plan_crop
-from tooliqa_tools.ops import triton_lut
+from tooliqa_tools.ops import triton_lut, triton_resize
 from tooliqa_tools.ops.resize import resize_float
 
 pytestmark = [
@@ -64,6 +64,17 @@ def test_magnify_on_cuda_equals_the_float_path_on_cpu():
         [gpu_view] = magnify(image.cuda(), box)
         reference = resize_float([image[:, y1:y2, x1:x2]], plan.size)[0]
         assert (gpu_view.cpu().int() - reference.int()).abs().max().item() <= 1
+
+
+@pytest.mark.parametrize(
+    ("size", "out"), [((384, 512), (768, 1024)), ((28, 28), (96, 96)), ((300, 200), (128, 96)), ((90, 120), (64, 160))]
+)
+def test_triton_resize_equals_the_float_path(size, out):
+    assert triton_resize.available()
+    image = images(1)[0, :, : size[0], : size[1]]
+    fast = triton_resize.resize_uint8([image.cuda()], out).cpu()
+    reference = resize_float([image], out)
+    assert fast.shape == reference.shape and (fast.int() - reference.int()).abs().max().item() <= 1
 
 
 def test_magnify_float_on_cuda_matches_cpu():

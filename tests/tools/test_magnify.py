@@ -130,3 +130,14 @@ def test_accelerator_float_path_on_uint8_matches_the_cpu_kernel():
         portable, fast = resize_float([image], size), resize_uint8_cpu([image], size)
         assert portable.dtype == torch.uint8 and portable.shape == fast.shape == (1, 3, *size)
         assert (portable.int() - fast.int()).abs().max().item() <= 1
+
+
+@pytest.mark.parametrize(("size", "out"), [((384, 512), (768, 1024)), ((28, 28), (96, 96)), ((100, 60), (50, 30))])
+def test_bicubic_weights_reproduce_torch_antialias(size, out):
+    # The CUDA Triton kernel resamples with these weights; a dense-matrix product must equal torch's AA kernel.
+    from tooliqa_tools.ops.bicubic_weights import dense_matrix
+
+    x = torch.rand(3, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 255
+    reference = F.interpolate(x[None], size=out, mode="bicubic", antialias=True)[0]
+    mine = dense_matrix(size[0], out[0]) @ x @ dense_matrix(size[1], out[1]).T
+    assert (mine - reference).abs().max().item() <= 1e-3

@@ -71,10 +71,16 @@ def _gamma_list(gammas: object, count: int) -> list[float]:
     return [check_gamma(value) for value in values]
 
 
+@lru_cache(maxsize=256)
+def _device_table(gamma: float, device: torch.device) -> torch.Tensor:
+    # Cached per device: a batch then costs one on-device stack instead of B host tables and a blocking upload.
+    return gamma_table(gamma).to(device)
+
+
 def gather_luts(batch: torch.Tensor, gammas: Sequence[float]) -> torch.Tensor:
     """uint8 ``[B, 3, H, W]`` through per-image LUTs on an accelerator: the Triton kernel on CUDA, else one torch
     gather (any device; widens indices to int64, so ~17× the traffic)."""
-    tables = torch.stack([gamma_table(value) for value in gammas]).to(batch.device)
+    tables = torch.stack([_device_table(value, batch.device) for value in gammas])
     if batch.is_cuda and triton_lut.available():
         return triton_lut.apply_luts(batch, tables)
     offsets = torch.arange(0, 256 * len(gammas), 256, device=batch.device).view(-1, 1, 1, 1)

@@ -6,8 +6,9 @@ when upscaling.
 
 - uint8 on CPU: the uint8 kernel on channels-last input, torch's AVX2 fast path (fixed-point like PIL's own).
   A float32 bicubic on CPU was measured ~8× slower than PIL; this path is faster than PIL.
-- everything else (CUDA has no uint8 antialiased kernel; float images): float32 compute, then round and clamp
-  back to the input's dtype and value range (uint8 0–255, float 0–1).
+- uint8 on CUDA: one Triton kernel, uint8 in and out, with the same weights (``triton_resize``).
+- everything else (float images; CUDA without Triton; shrinking beyond the kernel's tap limit): torch's float
+  antialiased kernel, then clamp and cast back to the input's dtype and value range (uint8 0–255, float 0–1).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from tooliqa_tools.ops import triton_resize
 
 
 def resize_uint8_cpu(items: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
@@ -63,4 +66,8 @@ def resize(images: torch.Tensor | Sequence[torch.Tensor], size: tuple[int, int])
         return torch.stack(items)
     if first.dtype == torch.uint8 and first.device.type == "cpu":
         return resize_uint8_cpu(items, size)
+    if first.dtype == torch.uint8 and first.is_cuda and triton_resize.available():
+        (h, w), (out_h, out_w) = first.shape[-2:], size
+        if max(triton_resize.taps(h, out_h), triton_resize.taps(w, out_w)) <= triton_resize.MAX_TAPS:
+            return triton_resize.resize_uint8(items, size)
     return resize_float(items, size)
