@@ -10,39 +10,9 @@ import torch
 from tooliqa_agent import Agent, EngineConfig, GenerationRequest, ProtocolConfig, SamplingConfig, collate, make_engine
 from tooliqa_agent.chat import ChatTokens
 from tooliqa_agent.engines.hf import HFEngine
+from tooliqa_agent.forcing import ForcedTurns
 
 from ._checks import GAMMA, MAGNIFY, RUBRIC, check_invariants, image, one_thread  # noqa: F401 (autouse fixture)
-
-
-class ForcedText:
-    """A ``ConstraintFactory`` that forces given texts (by trajectory and turn), then ``<|im_end|>``.
-
-    It only masks, so the engine's logprobs stay the model's own: the test drives the real hf engine through tool
-    calls an untrained model would never make, and still checks real logprobs.
-    """
-
-    def __init__(self, tokenizer, scripts: dict[tuple[int, int], str]) -> None:
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self.forced = {
-            key: tokenizer.encode(text, add_special_tokens=False) + [im_end] for key, text in scripts.items()
-        }
-
-    def __call__(self, requests, prompt_length):
-        rows = [self.forced.get((r.trajectory, r.turn)) for r in requests]
-        if all(row is None for row in rows):
-            return None
-
-        def processor(input_ids, scores):
-            step = input_ids.shape[1] - prompt_length
-            for i, forced in enumerate(rows):
-                if forced is not None and step < len(forced):
-                    token = forced[step]
-                    kept = scores[i, token].clone()
-                    scores[i] = float("-inf")
-                    scores[i, token] = kept
-            return scores
-
-        return processor
 
 
 def teacher_forced_logprobs(model, batch, temperature: float) -> torch.Tensor:
@@ -58,7 +28,7 @@ def test_logprobs_match_teacher_forcing_with_two_tool_views(tiny_model):
     scripts = {}
     for trajectory in range(2):  # both trajectories: rubric, magnifier, gamma forced; the final turn sampled freely
         scripts.update({(trajectory, 0): RUBRIC, (trajectory, 1): MAGNIFY, (trajectory, 2): GAMMA})
-    engine = HFEngine(model, processor, constraint_factory=ForcedText(processor.tokenizer, scripts))
+    engine = HFEngine(model, processor, constraint_factory=ForcedTurns(processor.tokenizer, scripts))
     agent = Agent(engine, processor, ProtocolConfig())
     sampling = SamplingConfig(temperature=0.9, max_new_tokens=80, seed=7)
     [row] = agent.rollout([image(3, 96, 128)], group_size=2, sampling=sampling)

@@ -25,6 +25,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class _OnCopy:
+    """Hands a constraint a copy of the scores: ``generate`` keeps the very tensor it passes to the processors as the
+    "raw" ``output_logits``, so an in-place mask there would leak into the logprobs."""
+
+    def __init__(self, constraint) -> None:
+        self.constraint = constraint
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return self.constraint(input_ids, scores.clone())
+
+
 class HFEngine:
     """``model.generate`` over a batch of requests with different image counts and sizes."""
 
@@ -70,7 +81,8 @@ class HFEngine:
             from tooliqa_agent.grammar import XGrammarConstraintFactory  # xgrammar is heavy: only when asked for
 
             self.constraint_factory = XGrammarConstraintFactory(self.processor.tokenizer, self.model.config)
-        return self.constraint_factory(requests, prompt_length)
+        constraint = self.constraint_factory(requests, prompt_length)
+        return None if constraint is None else _OnCopy(constraint)
 
     def _batch(self, requests: Sequence[GenerationRequest]) -> dict[str, torch.Tensor]:
         """Left-padded model inputs: input_ids/attention_mask/mm_token_type_ids [N, P], pixel_values, grid [n, 3]."""
