@@ -7,7 +7,7 @@ the interrupted run would have used: nothing but the step itself needs saving.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["LR_SCHEDULES", "PiecewiseConstant", "constant_with_warmup", "cosine_with_warmup", "make_lr_lambda"]
@@ -80,4 +80,3 @@ def make_lr_lambda(name: str, total_steps: int, warmup_ratio: float) -> Callable
         raise ValueError(f"unknown lr schedule {name!r}; choose one of {sorted(LR_SCHEDULES)}")
     fn = LR_SCHEDULES[name]
     return lambda step: fn(step, total_steps, warmup_ratio)
-

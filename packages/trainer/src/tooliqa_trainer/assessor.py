@@ -1,0 +1,80 @@
+"""An :class:`~tooliqa_agent.Agent` as the data package's ``Assessor``: training-time validation and
+``apps/eval.py`` score images through this one adapter, so their numbers are comparable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from tooliqa_agent.rollout import Agent
+from tooliqa_agent.trajectory import Trajectory
+from tooliqa_agent.types import SamplingConfig
+from tooliqa_data import OK, PARSE_FAILURE, AssessedCall, AssessedTurn, Assessment, IQAItem, encode_png
+
+__all__ = ["AgentAssessor", "to_assessment"]
+
+
+class AgentAssessor:
+    """Callable ``(items, images) -> list[Assessment]``: one trajectory per image (greedy by default)."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        sampling: SamplingConfig = SamplingConfig(temperature=0.0),  # noqa: B008 (frozen)
+        views: bool = False,
+    ):
+        """
+        Args:
+            agent: the rollout agent (policy engine + protocol).
+            sampling: how the single trajectory per image is sampled.
+            views: keep each tool view as PNG bytes in the assessment (for HTML reports; costs encode time).
+        """
+        self.agent = agent
+        self.sampling = sampling
+        self.views = views
+
+    def __call__(self, items: Sequence[IQAItem], images: Sequence[torch.Tensor]) -> list[Assessment]:
+        start = time.perf_counter()
+        with torch.no_grad():
+            groups = self.agent.rollout(list(images), 1, self.sampling)
+        seconds = (time.perf_counter() - start) / max(1, len(images))
+        return [to_assessment(group[0], seconds, self.views) for group in groups]
+
+
+def to_assessment(trajectory: Trajectory, seconds: float, views: bool = False) -> Assessment:
+    """The evaluation record of one trajectory (score, status, tokens, tool calls, turns)."""
+    # The agent's failure codes (truncated, no_action, no_number, ...) are all a missing score: parse_failure, with
+    # the code and detail kept in ``detail``.
+    status = OK if trajectory.score is not None else PARSE_FAILURE
+    calls = []
+    for turn in trajectory.turns:
+        if not turn.tried_tool:
+            continue
+        view = turn.view
+        calls.append(
+            AssessedCall(
+                name=turn.call.name if turn.call is not None else "",
+                arguments_json=turn.call.arguments_json if turn.call is not None else "",
+                ok=turn.tool_ok,
+                box=None if view is None or view.box is None else tuple(view.box),
+                gamma=None if view is None else view.gamma,
+                error=turn.error,
+            )
+        )
+    turns = tuple(
+        AssessedTurn(
+            kind=turn.kind, text=turn.text, view_png=encode_png(turn.view.image) if views and turn.view else None
+        )
+        for turn in trajectory.turns
+    )
+    return Assessment(
+        score=trajectory.score,
+        status=status,
+        output_tokens=trajectory.num_output_tokens,
+        tool_calls=tuple(calls),
+        turns=turns,
+        seconds=seconds,
+        detail=trajectory.failure,
+    )

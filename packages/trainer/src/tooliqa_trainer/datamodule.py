@@ -1,0 +1,245 @@
+"""Training and held-out images for GRPO: batches of B images, one dataset per batch, seeded and resumable.
+
+Each training step's batch is a pure function of ``(seed, step)``: the datamodule only has to remember how many
+batches were consumed (saved in the checkpoint) to resume at exactly the next one. With several training sets, a
+step draws its dataset with probability proportional to the set's size, then takes the next B·world images of that
+set's per-epoch permutation (so the rank reward compares images of one dataset, whose MOS scales agree).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from tooliqa_data import IQAItem, load_dataset, load_image, make_synthetic_set
+
+__all__ = ["DatasetSpec", "IQADataModule", "ImageBatch", "SyntheticSpec", "plan_batch"]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One labelled image set from the data package's registry."""
+
+    name: str
+    """Key of ``tooliqa_data.DATASETS`` (e.g. ``kadid10k``, ``koniq10k``, ``csv``)."""
+    root: str
+    """Image root directory (or the CSV manifest for ``csv``)."""
+    labels: str | None = None
+    """Label file; None = the registry's default for ``name``."""
+    split: str | None = None
+    """Split of the label file (e.g. ``train`` for KADID-10K's reference-disjoint training part)."""
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """The generated distortion set of the CPU demo (references × distortion types × levels, MOS from the level)."""
+
+    out_dir: str = "runs/synthetic"
+    """Where the images are written (reused when present)."""
+    train_references: int = 8
+    """Reference images of the training part."""
+    held_out_references: int = 4
+    """Reference images of the held-out part (different references: reference-disjoint like KADID's split)."""
+    size: tuple[int, ...] = (64,)
+    """Side lengths each reference draws its width and height from (multiples of 32 suit the 32-pixel grid)."""
+    distortions: tuple[str, ...] | None = None
+    """Distortion types (``tooliqa_data.synthetic.DISTORTIONS`` names); None = all of them."""
+    seed: int = 0
+    """Seed of the generated content (the held-out part uses ``seed + 1``: different references)."""
+
+
+@dataclass
+class ImageBatch:
+    """B images of one step (this rank's share)."""
+
+    step: int
+    """Index of the batch in the run (training) or in the held-out pass (validation)."""
+    items: tuple[IQAItem, ...]
+    """The labelled items."""
+    images: list[torch.Tensor]
+    """uint8 ``[3, H, W]`` per item (sizes may differ)."""
+    mos: torch.Tensor
+    """float ``[B]`` ground truth, higher = better."""
+
+
+def plan_batch(sizes: Sequence[int], step: int, batch: int, seed: int) -> tuple[int, list[int]]:
+    """Which dataset and which of its item indices make the global batch of ``step``.
+
+    Replays the dataset draws of steps ``0..step`` so each set walks through its own per-epoch permutations without
+    repeats within an epoch. Pure: the same arguments always give the same batch.
+
+    Args:
+        sizes: number of items of each training set.
+        step: the batch index in the run.
+        batch: global batch size (B × world size).
+        seed: the run's data seed.
+
+    Returns:
+        ``(dataset index, [batch] item indices)``.
+    """
+    used = [0] * len(sizes)
+    choice = 0
+    for s in range(step + 1):
+        choice = random.Random(seed * 7919 + s).choices(range(len(sizes)), weights=sizes)[0]
+        if s < step:
+            used[choice] += 1
+    n = sizes[choice]
+    start = used[choice] * batch
+    orders: dict[int, list[int]] = {}
+    indices = []
+    for k in range(start, start + batch):
+        epoch, offset = divmod(k, n)
+        if epoch not in orders:
+            orders[epoch] = list(range(n))
+            random.Random(f"{seed}/{choice}/{epoch}").shuffle(orders[epoch])
+        indices.append(orders[epoch][offset])
+    return choice, indices
+
+
+class _TrainBatches(torch.utils.data.IterableDataset):
+    """Batches ``start, start + 1, …, steps − 1`` of the plan, this rank's slice of each."""
+
+    def __init__(self, sets: list[list[IQAItem]], batch: int, seed: int, start: int, steps: int, rank: int, world: int):
+        self.sets, self.batch, self.seed = sets, batch, seed
+        self.start, self.steps, self.rank, self.world = start, steps, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+    def __iter__(self) -> Iterator[ImageBatch]:
+        sizes = [len(items) for items in self.sets]
+        for step in range(self.start, self.steps):
+            choice, indices = plan_batch(sizes, step, self.batch * self.world, self.seed)
+            mine = indices[self.rank * self.batch : (self.rank + 1) * self.batch]
+            yield _load([self.sets[choice][i] for i in mine], step)
+
+
+class _HeldOutBatches(torch.utils.data.IterableDataset):
+    """The held-out items in order, this rank's share, in batches."""
+
+    def __init__(self, items: list[IQAItem], batch: int, rank: int, world: int):
+        self.items = items[rank::world]
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return -(-len(self.items) // self.batch)
+
+    def __iter__(self) -> Iterator[ImageBatch]:
+        for k in range(len(self)):
+            yield _load(self.items[k * self.batch : (k + 1) * self.batch], k)
+
+
+def _load(items: Sequence[IQAItem], step: int) -> ImageBatch:
+    return ImageBatch(
+        step=step,
+        items=tuple(items),
+        images=[load_image(item.image) for item in items],
+        mos=torch.tensor([float(item.mos) for item in items], dtype=torch.float32),
+    )
+
+
+class IQADataModule(L.LightningDataModule):
+    """Training batches of B images per step and a held-out split for SRCC/PLCC."""
+
+    def __init__(
+        self,
+        train: list[DatasetSpec] | None = None,
+        val: list[DatasetSpec] | None = None,
+        synthetic: SyntheticSpec | None = None,
+        batch_size: int = 12,
+        val_batch_size: int = 8,
+        max_val_items: int | None = None,
+        steps: int = 680,
+        seed: int = 42,
+    ) -> None:
+        """
+        Args:
+            train: training sets (KADID-10K's reference-disjoint ``train`` split for the paper).
+            val: held-out sets for validation SRCC/PLCC.
+            synthetic: generate the demo distortion set (its training part joins ``train``, its held-out part ``val``).
+            batch_size: B, images per step on each rank (the paper: 12 on one process).
+            val_batch_size: images per validation batch.
+            max_val_items: cap on held-out images (a fixed, seeded subset), None = all.
+            steps: training batches in the run (linked to ``trainer.max_steps`` by ``apps/train.py``).
+            seed: data-order seed.
+        """
+        super().__init__()
+        if batch_size < 1 or val_batch_size < 1:
+            raise ValueError(f"IQADataModule: batch sizes must be ≥ 1, got {batch_size}, {val_batch_size}")
+        if not train and synthetic is None:
+            raise ValueError(
+                "IQADataModule: give training sets (data.train) or the synthetic demo set (data.synthetic)"
+            )
+        self.train_specs, self.val_specs, self.synthetic = list(train or []), list(val or []), synthetic
+        self.batch_size, self.val_batch_size, self.max_val_items = batch_size, val_batch_size, max_val_items
+        self.steps, self.seed = steps, seed
+        self.position = 0  # training batches consumed; restored from the checkpoint on resume
+
+    def prepare_data(self) -> None:
+        # Rank 0 writes the images (deterministic in the seed); setup() on every rank reads the manifests back.
+        spec = self.synthetic
+        if spec is not None:
+            out = Path(spec.out_dir)
+            options = dict(size=spec.size, distortions=spec.distortions, name="synthetic")
+            make_synthetic_set(out / "train", spec.train_references, spec.seed, **options)
+            make_synthetic_set(out / "held_out", spec.held_out_references, spec.seed + 1, **options)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_sets = [_labelled(spec) for spec in self.train_specs]
+        self.val_items = [item for spec in self.val_specs for item in _labelled(spec)]
+        if self.synthetic is not None:
+            out = Path(self.synthetic.out_dir)
+            self.train_sets.append(_labelled(DatasetSpec("csv", str(out / "train"))))
+            self.val_items.extend(_labelled(DatasetSpec("csv", str(out / "held_out"))))
+        if self.max_val_items is not None and len(self.val_items) > self.max_val_items:
+            self.val_items = random.Random(self.seed).sample(self.val_items, self.max_val_items)
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self):
+        rank, world = self._rank_world()
+        dataset = _TrainBatches(self.train_sets, self.batch_size, self.seed, self.position, self.steps, rank, world)
+        return torch.utils.data.DataLoader(dataset, batch_size=None)
+
+    def val_dataloader(self):
+        if not self.val_items:
+            return []
+        rank, world = self._rank_world()
+        return torch.utils.data.DataLoader(
+            _HeldOutBatches(self.val_items, self.val_batch_size, rank, world), batch_size=None
+        )
+
+    def transfer_batch_to_device(self, batch: ImageBatch, device: torch.device, dataloader_idx: int) -> ImageBatch:
+        # Images go to the policy's device: the tools run there (GPU-side ops on a GPU run).
+        batch.images = [image.to(device) for image in batch.images]
+        batch.mos = batch.mos.to(device)
+        return batch
+
+    def on_before_batch_transfer(self, batch: ImageBatch, dataloader_idx: int) -> ImageBatch:
+        # Called right before the step that uses the batch (not when the loader prefetches it).
+        if self.trainer is not None and self.trainer.training:
+            self.position = batch.step + 1
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(f"checkpoint was trained with data seed {state['seed']}, config says {self.seed}")
+        self.position = int(state["position"])
+
+
+def _labelled(spec: DatasetSpec) -> list[IQAItem]:
+    dataset = load_dataset(spec.name, spec.root, labels=spec.labels, split=spec.split)
+    items = [item for item in dataset.items if item.mos is not None]
+    if not items:
+        raise ValueError(f"dataset {spec.name!r} at {spec.root}: no labelled items ({len(dataset.problems)} problems)")
+    return items

@@ -1,0 +1,351 @@
+"""GRPO with sequence-level importance sampling (GSPO) for the Tool-IQA agent, as a LightningModule.
+
+Algorithm choices (SPEC §5; TRL ``GRPOTrainer`` with ``importance_sampling_level="sequence"``, ``loss_type="grpo"``):
+
+* each step: B images → G trajectories each through the multi-turn agent (engine by name; ``hf`` generates with
+  this very policy object, ``vllm`` runs colocated and receives the weights after every step);
+* rewards rank + format + BATE from ``tooliqa_rewards``, over the GLOBAL batch (gathered across ranks);
+* group advantages (R − mean_G) / (std_G + 1e-4), one per trajectory, applied to each of its model tokens;
+* only model-generated tokens carry loss — prompts, tool views and observation turns are masked by the agent;
+* log-probs from logits divided by the sampling temperature; π_old from a no-grad forward before the updates, so
+  with one update per rollout the ratio is exactly 1 and the clip is inert (``inner_updates`` > 1 makes it bite);
+* β·KL_k3 per token to the reference (LoRA: adapters disabled; full fine-tune: a frozen copy of the initial model),
+  β from a step-indexed schedule (paper 0.04 → 0.06 at optimizer step 340);
+* mean over each trajectory's tokens, then over trajectories; AdamW, warmup then constant lr, grad-norm clip 1.0.
+
+Manual optimization: one ``training_step`` = one rollout batch = ``ppo_epochs × minibatches`` optimizer steps;
+``trainer.global_step`` counts optimizer steps, and β and lr are pure functions of it (exact on resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from tooliqa_agent.collate import collate
+from tooliqa_agent.engines import make_engine
+from tooliqa_agent.rollout import Agent
+from tooliqa_agent.trajectory import Trajectory
+from tooliqa_agent.types import Engine
+from tooliqa_rewards import RewardConfig, RewardOutput
+from tooliqa_trainer.advantages import make_advantage
+from tooliqa_trainer.assessor import AgentAssessor
+from tooliqa_trainer.config import GRPOConfig, OptimConfig, PolicyConfig, RolloutConfig, ValidationConfig
+from tooliqa_trainer.datamodule import ImageBatch
+from tooliqa_trainer.loss import LossStats, make_loss
+from tooliqa_trainer.policy import engine_weights, load_policy, make_reference, reference_mode, token_logprobs
+from tooliqa_trainer.schedule import make_lr_lambda
+from tooliqa_trainer.scoring import reward_inputs, score_global_batch
+from tooliqa_trainer.validation import HeldOutResult, held_out_result
+
+__all__ = ["GRPOModule"]
+
+
+class GRPOModule(L.LightningModule):
+    """Trains the Tool-IQA policy. Nothing heavy happens in ``__init__``: the model loads in ``configure_model``."""
+
+    def __init__(
+        self,
+        policy: PolicyConfig = PolicyConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
+        rollout: RolloutConfig = RolloutConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
+        grpo: GRPOConfig = GRPOConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
+        optim: OptimConfig = OptimConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
+        rewards: RewardConfig = RewardConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
+        validation: ValidationConfig = ValidationConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
+    ) -> None:
+        """
+        Args:
+            policy: checkpoint, dtype, LoRA / full fine-tune, gradient checkpointing.
+            rollout: engine, group size G, sampling, assessment protocol.
+            grpo: loss and advantage variants, clip range, KL schedule, inner updates, micro-batch size.
+            optim: AdamW and the learning-rate schedule.
+            rewards: weights of rank / format / BATE and BATE's shaping constants.
+            validation: held-out scoring settings.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.policy_config, self.rollout_config, self.grpo, self.optim = policy, rollout, grpo, optim
+        self.reward_config, self.validation_config = rewards, validation
+        self.loss_fn = make_loss(grpo.loss, grpo.epsilon_low, grpo.epsilon_high)
+        self.advantage_fn = make_advantage(grpo.advantage)
+        self.beta_schedule = grpo.beta
+        self.policy: torch.nn.Module | None = None
+        self._reference: list[torch.nn.Module] = []  # a list keeps the frozen copy out of state_dict and optimizer
+        self._val_rows: list[tuple[float | None, float]] = []
+        self.held_out: list[HeldOutResult] = []
+
+    # ----------------------------------------------------------------------------------------------- setup
+    def configure_model(self) -> None:
+        """Load the policy (+ reference), build the rollout engine and the Agent. Idempotent (Lightning calls it per
+        stage)."""
+        if self.policy is not None:
+            return
+        self.policy, self.processor = load_policy(self.policy_config)
+        self.policy.train()  # from_pretrained returns eval mode; rollouts switch to eval and back themselves
+        if self.beta_schedule.max_value > 0:
+            reference = make_reference(self.policy, self.policy_config)
+            self._reference = [] if reference is None else [reference]
+        self.engine = self.build_engine()
+        self.agent = Agent(self.engine, self.processor, self.rollout_config.protocol)
+        self.assessor = AgentAssessor(self.agent, self.validation_config.sampling)
+        self.pad_id = self.processor.tokenizer.pad_token_id
+
+    def build_engine(self) -> Engine:
+        """The rollout engine named in the config (``hf`` shares this policy object; ``vllm`` loads the checkpoint)."""
+        config = self.rollout_config.engine
+        if config.model is None:
+            config = dataclasses.replace(config, model=self.policy_config.path)
+        return make_engine(config, model=self.policy, processor=self.processor)
+
+    def on_fit_start(self) -> None:
+        for reference in self._reference:
+            reference.to(self.device)
+
+    def configure_optimizers(self):
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        o = self.optim
+        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        total = max(1, self.trainer.max_steps)
+        lr_lambda = make_lr_lambda(o.schedule, total, o.warmup_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------------------------------------------- training
+    def training_step(self, batch: ImageBatch, batch_idx: int) -> None:
+        beta = self.beta_schedule(self.global_step)
+        timer = _Timer()
+        with timer("rollout"):
+            groups = self.rollout(batch)
+        with timer("rewards"):
+            rewards = self.score(groups, batch)
+        advantages = self.advantage_fn(rewards.total.to(torch.float32))  # [B, G]
+        trajectories = [t for group in groups for t in group]
+        loss_stats = self.update(trajectories, advantages.flatten(), beta, timer)
+        with timer("sync"):
+            self.engine.update_weights(engine_weights(self.policy))
+        self.log_step(trajectories, rewards, loss_stats, timer)
+
+    @torch.no_grad()
+    def rollout(self, batch: ImageBatch) -> list[list[Trajectory]]:
+        """``[B][G]`` trajectories, sampled in eval mode with a seed derived from the step (reproducible on resume)."""
+        sampling = dataclasses.replace(
+            self.rollout_config.sampling, seed=self.rollout_config.sampling.seed + 1_000_003 * self.global_step
+        )
+        self.policy.eval()
+        try:
+            return self.agent.rollout(list(batch.images), self.rollout_config.group_size, sampling)
+        finally:
+            self.policy.train()
+
+    def score(self, groups: list[list[Trajectory]], batch: ImageBatch) -> RewardOutput:
+        """Rank + format + BATE rewards of this rank's ``[B, G]`` trajectories, ranked over the global batch."""
+        inputs = reward_inputs(groups, batch.mos, self.rollout_config.protocol)
+        return score_global_batch(inputs, self.reward_config)
+
+    def update(self, trajectories: list[Trajectory], advantages: torch.Tensor, beta: float, timer: _Timer) -> LossStats:
+        """``inner_updates`` optimizer steps on the rollout batch; returns the loss stats averaged over micro-batches.
+
+        Args:
+            trajectories: the B·G trajectories, row-major.
+            advantages: ``[B·G]`` one per trajectory.
+            beta: KL coefficient of this step.
+            timer: accumulates ``old_logprobs`` / ``ref_logprobs`` / ``update`` seconds.
+        """
+        temperature = self.rollout_config.sampling.logprob_temperature
+        old = ref = None
+        # One update per rollout: π_old is the policy itself, so the loss uses the detached current log-probs (ratio
+        # exactly 1, as TRL) and no extra forward is needed.
+        if self.grpo.recompute_old_logprobs and self.grpo.inner_updates > 1:
+            with timer("old_logprobs"):
+                old = self.frozen_logprobs(trajectories, self.policy, temperature)
+        if beta > 0:
+            with (
+                timer("ref_logprobs"),
+                reference_mode(self.policy, self._reference[0] if self._reference else None) as model,
+            ):
+                ref = self.frozen_logprobs(trajectories, model, temperature)
+        with timer("update"):
+            return self._optimize(trajectories, advantages, old, ref, beta, temperature)
+
+    def _optimize(self, trajectories, advantages, old, ref, beta: float, temperature: float) -> LossStats:
+        """The inner loop: epochs × minibatches optimizer steps, each accumulating over micro-batches."""
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        stats: list[LossStats] = []
+        for _ in range(self.grpo.ppo_epochs):
+            for minibatch in _chunks(range(len(trajectories)), self.grpo.minibatches, by_count=True):
+                optimizer.zero_grad()
+                micro_batches = list(_chunks(minibatch, self.grpo.micro_batch_size))
+                for k, micro in enumerate(micro_batches):
+                    self._accumulation_boundary(k == len(micro_batches) - 1)
+                    policy_batch = collate([trajectories[i] for i in micro], self.processor, self.pad_id).to(
+                        self.device
+                    )
+                    logprobs = token_logprobs(
+                        self.policy, policy_batch.model_inputs(), policy_batch.input_ids, temperature
+                    )
+                    length = logprobs.shape[1]
+                    if old is not None:
+                        old_logprobs = _pad([old[i] for i in micro], length)
+                    elif self.grpo.recompute_old_logprobs:
+                        old_logprobs = logprobs.detach()
+                    else:
+                        old_logprobs = policy_batch.old_logprobs
+                    loss, micro_stats = self.loss_fn(
+                        logprobs,
+                        old_logprobs,
+                        advantages[list(micro)].to(self.device),
+                        policy_batch.loss_mask,
+                        ref_logprobs=_pad([ref[i] for i in micro], length) if ref is not None else None,
+                        beta=beta,
+                    )
+                    self.manual_backward(loss * len(micro) / len(minibatch))
+                    stats.append(micro_stats)
+                if self.optim.grad_clip > 0:
+                    self.clip_gradients(
+                        optimizer, gradient_clip_val=self.optim.grad_clip, gradient_clip_algorithm="norm"
+                    )
+                optimizer.step()
+                scheduler.step()
+        return LossStats(
+            **{f.name: sum(getattr(s, f.name) for s in stats) / len(stats) for f in dataclasses.fields(LossStats)}
+        )
+
+    @torch.no_grad()
+    def frozen_logprobs(self, trajectories: Sequence[Trajectory], model: torch.nn.Module, temperature: float):
+        """Per-trajectory ``[L_i]`` log-probs under ``model`` without grad (π_old or the reference), micro-batched."""
+        out: list[torch.Tensor] = []
+        for micro in _chunks(range(len(trajectories)), self.grpo.micro_batch_size):
+            batch = collate([trajectories[i] for i in micro], self.processor, self.pad_id).to(self.device)
+            logprobs = token_logprobs(model, batch.model_inputs(), batch.input_ids, temperature)
+            out.extend(row[: len(trajectories[i].input_ids)] for row, i in zip(logprobs, micro))
+        return out
+
+    def _accumulation_boundary(self, is_last: bool) -> None:
+        """Under DeepSpeed (GAS = 1 with manual optimization), only the last micro-batch's backward may reduce."""
+        engine = getattr(self.trainer.strategy, "deepspeed_engine", None)
+        if engine is not None:
+            engine.set_gradient_accumulation_boundary(is_last)
+
+    def log_step(self, trajectories: list[Trajectory], rewards: RewardOutput, loss: LossStats, timer: _Timer) -> None:
+        """One flat dict per step: rewards, ρ, tool calls, β, KL, ratio/clip, lengths, parse failures, timings."""
+        n = len(trajectories)
+        lengths = torch.tensor([t.num_output_tokens for t in trajectories], dtype=torch.float32)
+        metrics = {
+            **rewards.stats.log("train/reward"),
+            **loss.log("train"),
+            "train/reward/total": rewards.total.float().mean().item(),
+            "train/lr": self.lr_schedulers().get_last_lr()[0],
+            "train/tool_calls/successful": sum(t.num_successful_calls for t in trajectories) / n,
+            "train/tool_calls/failed": sum(t.num_failed_calls for t in trajectories) / n,
+            "train/parse_failures": sum(t.score is None for t in trajectories) / n,
+            "train/score_mean": _mean([t.score for t in trajectories if t.score is not None]),
+            "train/response_tokens/mean": lengths.mean().item(),
+            "train/response_tokens/max": lengths.max().item(),
+            **{f"time/{name}_s": seconds for name, seconds in timer.seconds.items()},
+        }
+        self.log_dict(metrics, batch_size=n)
+        self.log("reward", metrics["train/reward/total"], prog_bar=True, logger=False, batch_size=n)
+        self.log("beta", loss.beta, prog_bar=True, logger=False, batch_size=n)
+
+    # ----------------------------------------------------------------------------------------------- validation
+    def validation_step(self, batch: ImageBatch, batch_idx: int) -> None:
+        self.policy.eval()
+        assessments = self.assessor(batch.items, batch.images)
+        self._val_rows.extend((a.score, float(m)) for a, m in zip(assessments, batch.mos.tolist()))
+
+    def on_validation_epoch_end(self) -> None:
+        rows = self._gather_rows(self._val_rows)
+        self._val_rows = []
+        result = held_out_result(rows, self.global_step, self.validation_config.failure_score)
+        self.held_out.append(result)
+        if not self.trainer.sanity_checking:
+            self.log_dict(result.log("val"), rank_zero_only=True)
+        rank_zero_info(result.summary())
+
+    def _gather_rows(self, rows: list[tuple[float | None, float]]) -> list[tuple[float | None, float]]:
+        if not torch.distributed.is_initialized():
+            return rows
+        parts: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, rows)
+        return [row for part in parts for row in part]
+
+    def on_fit_end(self) -> None:
+        if len(self.held_out) >= 2:
+            first, last = self.held_out[0], self.held_out[-1]
+            rank_zero_info(
+                f"held-out SRCC {first.srcc:.3f} → {last.srcc:.3f}, PLCC {first.plcc:.3f} → {last.plcc:.3f} "
+                f"(step {first.step} → {last.step})"
+            )
+
+    # ----------------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Plain types only, so resuming works with torch.load(weights_only=True), Lightning's default.
+        checkpoint["hyper_parameters"] = _plain(dict(self.hparams))
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            random.setstate((3, tuple(rng["python"]), None))
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+class _Timer:
+    """Wall-clock seconds per named phase of a step."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def _chunks(indices: Sequence[int], size_or_count: int, by_count: bool = False) -> Iterator[list[int]]:
+    """Consecutive slices of ``indices``: of ``size`` each, or ``count`` near-equal slices when ``by_count``."""
+    indices = list(indices)
+    if by_count:
+        count = min(size_or_count, len(indices))
+        bounds = [round(k * len(indices) / count) for k in range(count + 1)]
+        yield from (indices[a:b] for a, b in zip(bounds, bounds[1:]))
+    else:
+        yield from (indices[k : k + size_or_count] for k in range(0, len(indices), size_or_count))
+
+
+def _pad(rows: Sequence[torch.Tensor], length: int) -> torch.Tensor:
+    """Right-pad 1-D rows with zeros to ``[len(rows), length]`` (matching collate's right padding)."""
+    out = rows[0].new_zeros(len(rows), length)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _plain(value):
+    """Dataclasses → dicts, tuples → lists, recursively (for a checkpoint that loads with weights_only=True)."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

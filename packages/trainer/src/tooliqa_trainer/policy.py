@@ -1,0 +1,123 @@
+"""The policy model: loading (tiny kit, local directory or hub id), LoRA or a frozen reference copy, the
+temperature-scaled teacher-forced log-probs the loss needs, and the weights pushed to a rollout engine.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from tooliqa_trainer.config import PolicyConfig
+
+__all__ = ["engine_weights", "load_policy", "make_reference", "reference_mode", "token_logprobs"]
+
+
+def load_policy(config: PolicyConfig):
+    """Load ``(model, processor)`` exactly as real weights load: ``AutoModelForImageTextToText.from_pretrained``.
+
+    Builds the tiny kit at ``config.path`` first when ``config.tiny`` is set. LoRA wraps the model with peft; the
+    wrapped model keeps working with ``generate`` (the hf engine shares this object).
+    """
+    import transformers
+
+    if config.tiny is not None:
+        from tooliqa_agent.tiny_model import ensure_tiny_qwen3vl
+
+        ensure_tiny_qwen3vl(config.path, config.tiny)
+    processor = transformers.AutoProcessor.from_pretrained(config.path)
+    dtype = getattr(torch, config.dtype)
+    if config.random_init:
+        model_config = transformers.AutoConfig.from_pretrained(config.path)
+        model = transformers.AutoModelForImageTextToText.from_config(
+            model_config, dtype=dtype, attn_implementation=config.attn_implementation
+        )
+    else:
+        model = transformers.AutoModelForImageTextToText.from_pretrained(
+            config.path, dtype=dtype, attn_implementation=config.attn_implementation
+        )
+    if config.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input grads, so it composes with LoRA's frozen embeddings.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.lora is not None:
+        import peft
+
+        lora = config.lora
+        peft_config = peft.LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            # Adapters only in the language model: the vision tower's attention is named differently anyway.
+            target_modules=rf".*language_model.*\.({'|'.join(lora.target_modules)})$",
+        )
+        model = peft.get_peft_model(model, peft_config)
+    elif config.freeze_vision:
+        for param in _base(model).model.visual.parameters():
+            param.requires_grad_(False)
+    return model, processor
+
+
+def make_reference(model: nn.Module, config: PolicyConfig) -> nn.Module | None:
+    """The frozen reference for the KL term: None with LoRA (the policy with adapters disabled *is* the reference),
+    else a frozen copy of the initial full model."""
+    if config.lora is not None:
+        return None
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    return reference
+
+
+@contextmanager
+def reference_mode(model: nn.Module, reference: nn.Module | None) -> Iterator[nn.Module]:
+    """Yield the module that computes reference log-probs: the frozen copy, or the LoRA policy with adapters off."""
+    if reference is not None:
+        yield reference
+    else:
+        with model.disable_adapter():
+            yield model
+
+
+def token_logprobs(model: nn.Module, inputs: dict[str, Tensor], input_ids: Tensor, temperature: float) -> Tensor:
+    """Teacher-forced log-probs of every token given its prefix, from logits divided by ``temperature``.
+
+    Args:
+        model: the policy (or reference); called with ``inputs`` (``PolicyBatch.model_inputs()``: ids, attention
+            mask, ``mm_token_type_ids``, all images' ``pixel_values`` and ``image_grid_thw``).
+        input_ids: ``[N, L]`` the same ids, to pick each next token.
+        temperature: the sampling temperature (SPEC §5).
+
+    Returns:
+        ``[N, L]`` float32: entry t is log π(input_ids[t] | input_ids[:t]); entry 0 (no prefix) is 0.
+    """
+    logits = model(**inputs, use_cache=False).logits[:, :-1].float() / temperature
+    targets = input_ids[:, 1:].unsqueeze(-1)
+    # gather − logsumexp avoids materialising a second [N, L, V] log_softmax tensor (V = 151,936 for Qwen3-VL).
+    logprobs = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return torch.nn.functional.pad(logprobs, (1, 0))
+
+
+def engine_weights(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """Full-model weights under transformers parameter names, for ``Engine.update_weights``.
+
+    A generator: nothing happens unless the engine consumes it (the hf engine shares the policy and does not). With
+    LoRA the adapters are merged while the weights stream and unmerged afterwards (SPEC §6: merge → push → unmerge).
+    """
+    peft_model = model if hasattr(model, "merge_adapter") else None
+    if peft_model is not None:
+        peft_model.merge_adapter()
+    try:
+        for name, param in _base(model).named_parameters():
+            if "lora_" in name:
+                continue
+            yield name.replace(".base_layer", ""), param.detach()
+    finally:
+        if peft_model is not None:
+            peft_model.unmerge_adapter()
+
+
+def _base(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
