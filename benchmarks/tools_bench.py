@@ -65,13 +65,12 @@ def bench_batch(batch: int, args: argparse.Namespace, device: torch.device) -> N
     toolkit, originals = make_toolkit("gamma"), list(images.unbind(0))
     calls = [ToolCall("gamma_corrector", '{"mode": "%s"}' % ("brighten" if g < 1 else "darken")) for g in gammas]
 
+    # Both sides return every view, as a caller needs them: the B outputs are alive together on each side.
     def pil_magnify():
-        for pil, plan in zip(pils, plans):
-            pil.crop(plan.box).resize(plan.size[::-1], Image.BICUBIC)
+        return [pil.crop(plan.box).resize(plan.size[::-1], Image.BICUBIC) for pil, plan in zip(pils, plans)]
 
     def pil_gamma():
-        for pil, g in zip(pils, gammas):
-            pil.point(luts[g])
+        return [pil.point(luts[g]) for pil, g in zip(pils, gammas)]
 
     ops = {
         "magnify": (pil_magnify, lambda: magnify(images, boxes, config)),

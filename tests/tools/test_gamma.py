@@ -86,3 +86,18 @@ def test_accelerator_gather_path_equals_the_lut_on_cpu(every_value):
     batch = torch.stack([every_value, every_value.flip(-1)])
     expected = torch.stack([gamma_correct(batch[0], 0.5), gamma_correct(batch[1], 3.0)])
     assert torch.equal(gather_luts(batch, [0.5, 3.0]), expected)
+
+
+def test_gamma_correct_many_over_mixed_sizes_layouts_and_dtypes(every_value):
+    from tooliqa_tools import gamma_correct_many
+
+    images = [every_value, every_value[:, :8], every_value.permute(1, 2, 0).contiguous().permute(2, 0, 1)]
+    images.append(every_value.float() / 255)
+    views = gamma_correct_many(images, [0.5, 2.0, 0.5, 2.0])
+    assert torch.equal(views[0], gamma_correct(every_value, 0.5))
+    assert torch.equal(views[1], gamma_correct(every_value[:, :8], 2.0))
+    assert torch.equal(views[2], views[0]) and views[2].stride() == images[2].stride()
+    assert (views[3] - images[3] ** 2.0).abs().max().item() <= 1e-6
+    before = every_value.clone()
+    views[0].fill_(0)  # a fresh, writable tensor: the input is untouched
+    assert torch.equal(every_value, before)

@@ -12,7 +12,7 @@
 from tooliqa_tools.config import GammaConfig, MagnifierConfig
 from tooliqa_tools.errors import ToolError
 from tooliqa_tools.io import image_to_tensor, tensor_to_numpy, tensor_to_pil
-from tooliqa_tools.ops.gamma import gamma_correct, gamma_table
+from tooliqa_tools.ops.gamma import gamma_correct, gamma_correct_many, gamma_table
 from tooliqa_tools.ops.geometry import CropPlan, plan_crop
 from tooliqa_tools.ops.magnify import magnify, render_crops
 from tooliqa_tools.ops.resize import resize
@@ -37,6 +37,7 @@ __all__ = [
     "ToolView",
     "Toolkit",
     "gamma_correct",
+    "gamma_correct_many",
     "gamma_table",
     "image_to_tensor",
     "magnify",

@@ -111,8 +111,9 @@ def gamma_correct(images: torch.Tensor, gammas: object) -> torch.Tensor:
         return out[0] if images.dim() == 3 else out
     if images.dtype != torch.uint8:
         raise ValueError(f"gamma_correct expects uint8 or floating images, got {images.dtype}")
-    if images.dim() == 3 and images.device.type == "cpu":
-        return _translate_one(images, _lut_bytes(values[0]))
+    if batch.device.type == "cpu" and batch.shape[0] == 1:  # one image: its translated buffer is the result
+        single = _translate_one(batch[0], _lut_bytes(values[0]))
+        return single if images.dim() == 3 else single.unsqueeze(0)
     if batch.device.type == "cpu":
         # Per-image byte runs must line up between input and output: a dense batch of dense images keeps its
         # strides through empty_like (preserve_format); anything else is made contiguous first.
