@@ -9,7 +9,7 @@ set's per-epoch permutation (so the rank reward compares images of one dataset, 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,18 +102,22 @@ def plan_batch(sizes: Sequence[int], step: int, batch: int, seed: int) -> tuple[
 
 
 class _TrainBatches(torch.utils.data.IterableDataset):
-    """Batches ``start, start + 1, …, steps − 1`` of the plan, this rank's slice of each."""
+    """Batches ``position(), …, steps − 1`` of the plan, this rank's slice of each.
 
-    def __init__(self, sets: list[list[IQAItem]], batch: int, seed: int, start: int, steps: int, rank: int, world: int):
+    The start is read when iteration begins, not when the loader is built: Lightning re-iterates the loader after a
+    mid-epoch resume, and must continue from the datamodule's position, not from where this object was made.
+    """
+
+    def __init__(self, sets, batch: int, seed: int, position: Callable[[], int], steps: int, rank: int, world: int):
         self.sets, self.batch, self.seed = sets, batch, seed
-        self.start, self.steps, self.rank, self.world = start, steps, rank, world
+        self.position, self.steps, self.rank, self.world = position, steps, rank, world
 
     def __len__(self) -> int:
-        return max(0, self.steps - self.start)
+        return max(0, self.steps - self.position())
 
     def __iter__(self) -> Iterator[ImageBatch]:
         sizes = [len(items) for items in self.sets]
-        for step in range(self.start, self.steps):
+        for step in range(self.position(), self.steps):
             choice, indices = plan_batch(sizes, step, self.batch * self.world, self.seed)
             mine = indices[self.rank * self.batch : (self.rank + 1) * self.batch]
             yield _load([self.sets[choice][i] for i in mine], step)
@@ -205,7 +209,9 @@ class IQADataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         rank, world = self._rank_world()
-        dataset = _TrainBatches(self.train_sets, self.batch_size, self.seed, self.position, self.steps, rank, world)
+        dataset = _TrainBatches(
+            self.train_sets, self.batch_size, self.seed, lambda: self.position, self.steps, rank, world
+        )
         return torch.utils.data.DataLoader(dataset, batch_size=None)
 
     def val_dataloader(self):
