@@ -86,7 +86,7 @@ class GenerationRequest:
     images: tuple[torch.Tensor, ...]
     """uint8 [3, H, W] per image in order of appearance, pre-sized to multiples of 32 within the pixel bounds."""
     grammar: str | None = None
-    """Structured-decoding grammar of this turn (built by ``tooliqa_agent.grammar``); None = unconstrained."""
+    """Structured-decoding grammar of this turn (``tooliqa_agent.grammar.turn_grammar``); None = unconstrained."""
     kind: TurnKind = "action"
     """The turn's role in the protocol (lets a constraint or a script pick per-turn behaviour)."""
     trajectory: int = 0

@@ -129,6 +129,7 @@ class HFEngine:
                 temperature=None if greedy else sampling.temperature,
                 top_p=None if greedy else sampling.top_p,
                 top_k=None if greedy else sampling.top_k,
+                repetition_penalty=1.0,  # a checkpoint's default penalty would break logprob = log_softmax(logits / T)
                 max_new_tokens=sampling.max_new_tokens,
                 eos_token_id=[self.im_end_id],
                 suppress_tokens=self.suppressed,
