@@ -1,0 +1,84 @@
+"""Zero-shot or trained-checkpoint evaluation: a checkpoint + datasets → the data package's evaluation runner.
+
+``apps/eval.py`` is a thin parser over :func:`run_evaluation`. The policy is loaded through the same engine path as
+rollouts (``AutoModelForImageTextToText.from_pretrained`` on a directory or hub id for ``hf``; vLLM's own loader for
+``vllm``), scored through :class:`~tooliqa_trainer.assessor.AgentAssessor` like training-time validation, and every
+setting that changes a number (protocol, sampling, engine, seed) is written into the output's run record, so a rerun
+with other settings cannot silently resume into the same folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tooliqa_agent import Agent, EngineConfig, ProtocolConfig, SamplingConfig, make_engine
+from tooliqa_data import EvalConfig, EvalResult, RunMetadata, evaluate, load_specs
+from tooliqa_trainer.assessor import AgentAssessor
+
+__all__ = ["EvalJob", "run_evaluation"]
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One evaluation run: which model, on which data, with which protocol, into which folder."""
+
+    ckpt: str
+    """Checkpoint directory (an exported Tool-IQA model, a tiny kit, a local Qwen3-VL) or a hub id (zero-shot)."""
+    data: tuple[str, ...]
+    """Datasets as ``NAME[/SPLIT]=ROOT[:LABELS]`` (e.g. ``clive=/data/ChallengeDB_release``); Table 1 columns follow
+    this order."""
+    out: Path = Path("runs/eval")
+    """Output folder (predictions.csv, metrics.json, table.md, tools.md, plots, report.html)."""
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    """The assessment protocol; ablations: ``tools`` none/magnifier/gamma/both, ``rubric`` on/off."""
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0))
+    """Decoding of the one trajectory per image (greedy by default)."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """Engine (``hf`` or ``vllm``) and its loading options; its ``model`` defaults to ``ckpt``."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Runner settings: batch size, resumption, limits, bootstrap, report."""
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("EvalJob.data: give at least one dataset as NAME[/SPLIT]=ROOT[:LABELS]")
+        if self.engine.name == "scripted":
+            raise ValueError("EvalJob.engine.name: the scripted engine replays texts; evaluate with 'hf' or 'vllm'")
+
+    def metadata(self) -> RunMetadata:
+        """Everything that changes a prediction, flattened for the run record."""
+        settings: dict[str, str | int | float | bool | None] = {}
+        for prefix, config in (("protocol", self.protocol), ("sampling", self.sampling), ("engine", self.engine)):
+            for key, value in _flatten(dataclasses.asdict(config)).items():
+                settings[f"{prefix}.{key}"] = value
+        return RunMetadata(model=self.ckpt, seed=self.sampling.seed, settings=settings)
+
+
+def run_evaluation(job: EvalJob) -> EvalResult:
+    """Load the model, assess every image of ``job.data`` and write the paper's tables into ``job.out``."""
+    datasets = load_specs(job.data)
+    engine_config = job.engine if job.engine.model is not None else dataclasses.replace(job.engine, model=job.ckpt)
+    engine = make_engine(engine_config)
+    try:
+        agent = Agent(engine, engine.processor, job.protocol)
+        assessor = AgentAssessor(agent, job.sampling, views=job.eval.report_samples > 0)
+        return evaluate(datasets, assessor, job.out, job.eval, job.metadata())
+    finally:
+        engine.release()
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, str | int | float | bool | None]:
+    flat: dict[str, str | int | float | bool | None] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        elif isinstance(value, Sequence) and not isinstance(value, str):
+            flat[name] = ",".join(str(v) for v in value)
+        elif value is None or isinstance(value, str | int | float | bool):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
