@@ -90,11 +90,12 @@ def write_checkpoint_dir(out: Path, shape: str, side: int) -> Path:
 
 
 def reply_text(tokenizer, n_tokens: int) -> str:
-    """A final answer with ``n_tokens`` tokens (closing <|im_end|> included): thinking filler, then the score."""
+    """A final-answer template with ``n_tokens`` tokens (closing <|im_end|> included): thinking filler, then a
+    ``{score}`` slot for a ``d.dd`` score (digits are single tokens, so every score gives the same length)."""
     words: list[str] = []
     while True:
-        text = f"<thinking>{' '.join(words)}</thinking> <answer>3.42</answer>"
-        if len(tokenizer.encode(text, add_special_tokens=False)) + 1 >= n_tokens:
+        text = f"<thinking>{' '.join(words)}</thinking> <answer>{{score}}</answer>"
+        if len(tokenizer.encode(text.format(score="3.42"), add_special_tokens=False)) + 1 >= n_tokens:
             return text
         words.append(_WORDS[len(words) % len(_WORDS)])
 
@@ -107,7 +108,10 @@ class BenchModule(GRPOModule):
 
     def build_engine(self):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        return ScriptedEngine(self.processor, lambda request: self.reply, device=device)
+        # Scores differ inside each group, so rewards and advantages are non-zero and the gradient is real.
+        return ScriptedEngine(
+            self.processor, lambda r: self.reply.format(score=f"{1.25 + r.trajectory % 4:.2f}"), device=device
+        )
 
     def training_step(self, batch, batch_idx):
         if torch.cuda.is_available():
