@@ -1,14 +1,16 @@
 """Property tests: any box and any turn text either works or raises ToolError — nothing else.
 
-Strategies combine pools of hostile pieces (NaN, inf, huge ints, strings, nested lists, tensors, truncated and nested
-tags, two calls, extra keys, …): hypothesis's own per-example cost dominates here, and flat pools keep 2,000 examples
-each within the test budget.
+Examples are drawn from large pools of hostile inputs built from pieces (NaN, inf, huge ints, strings, nested lists,
+tensors, truncated and nested tags, two calls, extra keys, …): one draw per example, because hypothesis's own
+per-example cost dominates these fast checks and the suite has a time budget.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import random
 
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -26,11 +28,21 @@ NUMBERS = [0, 1, 5.5, 27, 28, 100, 333.3, 499.9, 500, 640, 999, 1000, 1001, 2000
 NUMBERS += [0.5, 0.75, 0.999, 1e300, -1e300, 10**400, 2**63, -(2**70), math.nan, math.inf, -math.inf, 5e-324]
 JUNK = [None, True, False, "", "12", "abc", [], [1, 2], [[1, 2, 3, 4]], {}, {"x1": 1}, b"1234", "[1, 2, 3, 4]"]
 JUNK += [torch.tensor([0.0, 0.0, 500.0, 500.0]), torch.tensor([math.nan, 0, 1, 1]), torch.tensor([1, 2, 3])]
-boxes = st.one_of(
-    st.lists(st.sampled_from(NUMBERS), min_size=4, max_size=4),  # the usual shape with hostile values
-    st.lists(st.sampled_from(NUMBERS + JUNK), max_size=6),  # wrong lengths, mixed types
-    st.sampled_from(JUNK),
-)
+_rng = random.Random(0)
+BOXES = [list(box) for box in itertools.product(NUMBERS[::2], repeat=4)]  # the usual shape, hostile values
+BOXES += [[_rng.uniform(-100, 1100) for _ in range(4)] for _ in range(30_000)]  # ordinary boxes, some inverted
+
+
+def _ordered_box() -> list[float]:
+    x1, x2 = sorted(_rng.uniform(-100, 1100) for _ in range(2))
+    y1, y2 = sorted(_rng.uniform(-100, 1100) for _ in range(2))
+    return [x1, y1, x2, y2]
+
+
+BOXES += [_ordered_box() for _ in range(40_000)]  # mostly valid: clamping, growth, aspect limits
+BOXES += [_rng.choices(NUMBERS + JUNK, k=_rng.randint(0, 6)) for _ in range(20_000)]  # wrong lengths, mixed types
+BOXES += JUNK
+boxes = st.sampled_from(BOXES)
 
 
 @SETTINGS
@@ -93,7 +105,14 @@ TAGS = ["<tool_call>", "</tool_call>", "<tool_call>\n", "\n</tool_call>", "<tool
 OTHER = ["<thinking>dark image</thinking>", "<answer>3.2</answer>", " ", "\n", "{", "}", '"', ":", ","]
 FRAGMENTS = TAGS + OTHER + PAYLOADS + [f"<tool_call>{payload}</tool_call>" for payload in PAYLOADS]
 FRAGMENTS += ["é", "\x00", "<tool_", "call>", "</tool", "<TOOL_CALL>", "```json", "```"]
-turns = st.lists(st.sampled_from(FRAGMENTS), max_size=7).map("".join)
+TURNS = ["".join(_rng.choices(FRAGMENTS, k=_rng.randint(0, 7))) for _ in range(30_000)]  # anything goes
+TURNS += [  # one call among noise: reaches the schema checks and the tools far more often
+    "".join(_rng.choices(OTHER + TAGS, k=_rng.randint(0, 2)))
+    + f"<tool_call>{_rng.choice(PAYLOADS)}</tool_call>"
+    + "".join(_rng.choices(OTHER, k=_rng.randint(0, 2)))
+    for _ in range(30_000)
+]
+turns = st.sampled_from(TURNS)
 
 
 @SETTINGS

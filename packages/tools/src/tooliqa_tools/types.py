@@ -28,7 +28,8 @@ class ToolView:
     """One executed call's result: the view image and what it shows."""
 
     image: torch.Tensor
-    """uint8 ``[3, h, w]`` on the original's device, both sides multiples of the config's ``multiple`` (32)."""
+    """uint8 ``[3, h, w]`` on the original's device, both sides multiples of the config's ``multiple`` (32). CPU
+    magnifier views keep the channels-last memory of the fast resize kernel (``.contiguous()`` for CHW memory)."""
     tool: str
     """"magnifier" or "gamma_corrector"."""
     box: tuple[int, int, int, int] | None
