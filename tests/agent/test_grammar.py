@@ -22,7 +22,7 @@ from tooliqa_agent.grammar import (
     turn_grammar,
 )
 from tooliqa_agent.tiny_model import TinyModelConfig, build_tokenizer
-from tooliqa_tools import ParamSpec, ToolSchema
+from tooliqa_tools import ParamSpec, ToolSchema, make_toolkit
 
 GAMMA = ToolSchema(
     "gamma_corrector",
@@ -187,6 +187,14 @@ def test_max_bytes_is_the_longest_admitted_text(compiler, tokenizer, grammars):
     longest_rubric = longest_rubric.replace("Sharpness: High", "Sharpness: Medium")
     assert accepts(compiler, tokenizer, grammars.rubric.ebnf, longest_rubric)
     assert grammars.rubric.max_bytes == len(longest_rubric)
+
+
+def test_default_bounds_fit_the_default_token_budget():
+    from tooliqa_agent.types import SamplingConfig
+
+    toolkit = make_toolkit("both")
+    defaults = build_grammars([toolkit.tool(name).schema() for name in toolkit.names])
+    assert max(g.max_bytes for g in vars(defaults).values()) < SamplingConfig().max_new_tokens
 
 
 def test_coordinates_and_toolkits_come_from_config(compiler, tokenizer):

@@ -76,9 +76,10 @@ RUBRIC: tuple[RubricAttribute, ...] = (
 class GrammarConfig:
     """Bounds and formats of the constrained turns."""
 
-    max_thinking_chars: int = 200
-    """Longest ``<thinking>`` text (≥ 1 char). Bounds the turn so an untrained model stops within its token budget."""
-    max_note_chars: int = 40
+    max_thinking_chars: int = 160
+    """Longest ``<thinking>`` text (≥ 1 char). Bounds the turn so an untrained model stops within its token budget:
+    with the defaults every turn is ≤ 442 bytes, inside the default 512 new tokens."""
+    max_note_chars: int = 24
     """Longest brief note after a rubric level (≥ 1 char)."""
     score_decimals: int = 2
     """Most decimals of the final score ("1.00"–"5.00")."""
