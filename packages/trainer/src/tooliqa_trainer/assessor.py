@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -17,30 +18,50 @@ __all__ = ["AgentAssessor", "to_assessment"]
 
 
 class AgentAssessor:
-    """Callable ``(items, images) -> list[Assessment]``: one trajectory per image (greedy by default)."""
+    """Callable ``(items, images) -> list[Assessment]``: one trajectory per image (greedy by default), or the mean
+    score of ``samples`` sampled trajectories (an expected-score readout: a soft policy whose argmax is the same for
+    every image can still rank images by its mean)."""
 
     def __init__(
         self,
         agent: Agent,
         sampling: SamplingConfig = SamplingConfig(temperature=0.0),  # noqa: B008 (frozen)
         views: bool = False,
+        samples: int = 1,
     ):
         """
         Args:
             agent: the rollout agent (policy engine + protocol).
             sampling: how the single trajectory per image is sampled.
             views: keep each tool view as PNG bytes in the assessment (for HTML reports; costs encode time).
+            samples: trajectories per image; > 1 reports the mean of their valid scores (the first trajectory's turns
+                and tool calls are kept as the record).
         """
+        if samples < 1 or (samples > 1 and sampling.temperature == 0):
+            raise ValueError(f"AgentAssessor: samples must be ≥ 1, and > 1 needs temperature > 0 (got {samples})")
         self.agent = agent
         self.sampling = sampling
         self.views = views
+        self.samples = samples
 
     def __call__(self, items: Sequence[IQAItem], images: Sequence[torch.Tensor]) -> list[Assessment]:
         start = time.perf_counter()
         with torch.no_grad():
-            groups = self.agent.rollout(list(images), 1, self.sampling)
+            groups = self.agent.rollout(list(images), self.samples, self.sampling)
         seconds = (time.perf_counter() - start) / max(1, len(images))
-        return [to_assessment(group[0], seconds, self.views) for group in groups]
+        assessments = [to_assessment(group[0], seconds, self.views) for group in groups]
+        if self.samples == 1:
+            return assessments
+        means = [_mean_score(group) for group in groups]
+        return [
+            dataclasses.replace(a, score=m, status=OK if m is not None else PARSE_FAILURE)
+            for a, m in zip(assessments, means)
+        ]
+
+
+def _mean_score(group: Sequence[Trajectory]) -> float | None:
+    scores = [t.score for t in group if t.score is not None]
+    return sum(scores) / len(scores) if scores else None
 
 
 def to_assessment(trajectory: Trajectory, seconds: float, views: bool = False) -> Assessment:

@@ -160,5 +160,7 @@ class ValidationConfig:
 
     sampling: SamplingConfig = SamplingConfig(temperature=0.0)
     """Sampling for held-out scoring (greedy by default, so validation is deterministic)."""
+    samples: int = 1
+    """Trajectories per held-out image; > 1 scores the mean of their valid scores (needs temperature > 0)."""
     failure_score: float = 3.0
     """Score given to a parse failure when computing SRCC/PLCC (the middle of [1, 5]); failures are also counted."""

@@ -95,7 +95,9 @@ class GRPOModule(L.LightningModule):
             self._reference = [] if reference is None else [reference]
         self.engine = self.build_engine()
         self.agent = Agent(self.engine, self.processor, self.rollout_config.protocol)
-        self.assessor = AgentAssessor(self.agent, self.validation_config.sampling)
+        self.assessor = AgentAssessor(
+            self.agent, self.validation_config.sampling, samples=self.validation_config.samples
+        )
         self.pad_id = self.processor.tokenizer.pad_token_id
 
     def build_engine(self) -> Engine:
