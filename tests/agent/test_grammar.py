@@ -276,6 +276,21 @@ def test_logits_processor_masks_each_row_to_its_own_grammar(tokenizer, tiny_mode
     assert set(torch.nonzero(masked[2] > float("-inf")).flatten().tolist()) == {factory.stop_token_id}
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA masking path needs a GPU")
+def test_logits_processor_masks_the_same_on_cuda(tiny_model, grammars):
+    processor, model = tiny_model
+    factory = XGrammarConstraintFactory(processor.tokenizer, model.config)
+    from tooliqa_agent.types import GenerationRequest
+
+    requests = [GenerationRequest(prompt_ids=(1,), images=(), grammar=g) for g in (grammars.rubric.ebnf, None)]
+    scores = torch.randn(2, factory.vocab_size)
+    ids = torch.tensor([[0], [0]])
+    on_cpu = factory(requests, 1)(ids, scores.clone())
+    on_gpu = factory(requests, 1)(ids.cuda(), scores.cuda())
+    assert on_gpu.device.type == "cuda" and torch.equal(on_gpu.cpu(), on_cpu)
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread: the tiny model's steps are too small to split, and on a busy 2-core machine two
