@@ -301,7 +301,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_untrained_tiny_model_trajectories_all_parse(tiny_model, monkeypatch, one_thread):
+def test_untrained_tiny_model_trajectories_all_parse(tiny_model, one_thread):
     """200 trajectories (50 images × 4) of the random tiny model, full protocol, structured decoding: all parse.
 
     Short prompt texts, thinking/note bounds and one tool round keep it fast: on CPU each decoding step costs
@@ -315,10 +315,6 @@ def test_untrained_tiny_model_trajectories_all_parse(tiny_model, monkeypatch, on
 
     processor, model = tiny_model
     short = GrammarConfig(max_thinking_chars=2, max_note_chars=1)
-    build = grammar.turn_grammar
-    monkeypatch.setattr(
-        grammar, "turn_grammar", lambda kind, toolkit, protocol, config=None: build(kind, toolkit, protocol, short)
-    )
     prompts = PromptConfig(
         rubric="Rate the five attributes.",
         gate="Call a tool or answer.",
@@ -326,7 +322,7 @@ def test_untrained_tiny_model_trajectories_all_parse(tiny_model, monkeypatch, on
         failure="Failed: {reason}.",
         final="Answer now.",
     )
-    protocol = ProtocolConfig(structured=True, prompts=prompts, max_tool_rounds=1)
+    protocol = ProtocolConfig(structured=True, prompts=prompts, max_tool_rounds=1, grammar=short)
     agent = Agent(HFEngine(model, processor), processor, protocol)
     bound = max(g.max_bytes for g in vars(build_grammars([MAGNIFIER, GAMMA], short)).values())
     generator = torch.Generator().manual_seed(0)

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tooliqa_agent.grammar import GrammarConfig
 from tooliqa_agent.prompts import PromptConfig
 from tooliqa_agent.types import TurnKind
 from tooliqa_tools import GammaConfig, MagnifierConfig, ToolCall, ToolError, Toolkit, make_toolkit
@@ -46,6 +47,8 @@ class ProtocolConfig:
     """Gamma corrector settings (brighten/darken γ, bounds)."""
     prompts: PromptConfig = field(default_factory=PromptConfig)
     """Every text shown to the model."""
+    grammar: GrammarConfig = field(default_factory=GrammarConfig)
+    """Bounds of the constrained turns when ``structured`` is on (thinking and note lengths, score decimals)."""
 
     def __post_init__(self) -> None:
         if self.max_tool_rounds < 0:

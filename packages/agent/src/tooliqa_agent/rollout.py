@@ -74,7 +74,7 @@ class Agent:
         if kind not in self._grammars:
             from tooliqa_agent.grammar import turn_grammar  # xgrammar-facing code only when asked for
 
-            self._grammars[kind] = turn_grammar(kind, self.toolkit, self.protocol)
+            self._grammars[kind] = turn_grammar(kind, self.toolkit, self.protocol, self.protocol.grammar)
         return self._grammars[kind]
 
     def rollout(

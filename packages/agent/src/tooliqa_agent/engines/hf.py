@@ -78,7 +78,9 @@ class HFEngine:
         if self.constraint_factory is None:
             if not any(r.grammar is not None for r in requests):
                 return None
-            from tooliqa_agent.grammar import XGrammarConstraintFactory  # xgrammar is heavy: only when asked for
+            from tooliqa_agent.engines.constraints import (
+                XGrammarConstraintFactory,  # xgrammar is heavy: only when asked for
+            )
 
             self.constraint_factory = XGrammarConstraintFactory(self.processor.tokenizer, self.model.config)
         constraint = self.constraint_factory(requests, prompt_length)
