@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
 from tooliqa_trainer.evaluation import EvalJob, run_evaluation
 
 

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import shared_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,9 +28,22 @@ def _args(ckpt: Path, out: Path, data: list[str], limit: int, *extra: str) -> li
         "--ckpt", str(ckpt), "--out", str(out), "--data", *data,
         "--engine.dtype", "float32", "--engine.device", "cpu",
         "--protocol.structured", "true", "--sampling.max_new_tokens", "320",
+        "--sampling.temperature", "1.0", "--sampling.seed", "0",  # seeded sampling: varied scores, same every run
         "--eval.limit", str(limit), "--eval.progress", "false", "--eval.report_samples", "2",
         *extra,
     ]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the recorded values must not depend on the machine's core count, and the tiny model's
+    steps are too small to split (two threads were ~10× slower per step on a busy 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
