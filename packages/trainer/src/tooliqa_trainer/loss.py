@@ -14,6 +14,7 @@ ratio. With one update per rollout batch both ratios are exactly 1 and the two l
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +62,7 @@ class LossStats:
         return {f"{prefix}/{name}": value for name, value in vars(self).items()}
 
 
-class PolicyLoss(nn.Module):
+class PolicyLoss(nn.Module, metaclass=ABCMeta):
     """Clipped surrogate + β·KL_k3, mean over tokens then trajectories. Subclasses choose the importance weight."""
 
     def __init__(self, epsilon_low: float = 3e-4, epsilon_high: float = 4e-4) -> None:
@@ -71,9 +72,9 @@ class PolicyLoss(nn.Module):
         self.epsilon_low = epsilon_low
         self.epsilon_high = epsilon_high
 
+    @abstractmethod
     def log_weights(self, log_ratio: Tensor, mask: Tensor) -> Tensor:
         """Log importance weights from per-token log ratios ``[N, L]`` → ``[N, L]`` or ``[N, 1]``."""
-        raise NotImplementedError
 
     def forward(
         self,
