@@ -95,3 +95,14 @@ def test_eval_rejects_a_bad_dataset_spec(tiny_model_dir, tmp_path):
     app = _eval_app()
     with pytest.raises(ValueError, match="NAME=ROOT"):
         app.main(_args(tiny_model_dir, tmp_path / "x", ["no-equals-sign"], 1))
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs" / "eval").glob("*.yaml")), ids=lambda p: p.name)
+def test_eval_configs_parse(config):
+    from tooliqa_trainer.evaluation import EvalJob
+
+    parser = _eval_app().build_parser()
+    options = parser.instantiate(parser.parse_args(["--config", str(config), "--ckpt", "any"])).as_dict()
+    options.pop("config")
+    job = EvalJob(**{**options, "data": tuple(options["data"])})
+    assert job.data and all("=" in spec for spec in job.data)
