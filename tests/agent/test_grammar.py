@@ -228,7 +228,20 @@ def test_schemas_without_a_bounded_grammar_are_typed_errors():
     with pytest.raises(GrammarError, match="t: box: an array needs a fixed length"):
         build_grammars([unsized])
     with pytest.raises(GrammarError, match="max_thinking_chars"):
-        GrammarConfig(max_thinking_chars=0)
+        GrammarConfig(max_thinking_chars=-1)
+    with pytest.raises(GrammarError, match="max_note_chars"):
+        GrammarConfig(max_note_chars=0)
+
+
+def test_zero_thinking_chars_forces_empty_thinking(compiler, tokenizer):
+    from tooliqa_agent.protocol import ProtocolConfig
+
+    empty = GrammarConfig(max_thinking_chars=0, score_decimals=0)
+    none = ProtocolConfig(tools="none")
+    ebnf = turn_grammar("final", none.make_toolkit(), none, empty)
+    assert accepts(compiler, tokenizer, ebnf, "<thinking></thinking> <answer>3</answer>")
+    assert not accepts(compiler, tokenizer, ebnf, "<thinking>a</thinking> <answer>3</answer>")
+    assert not accepts(compiler, tokenizer, ebnf, "<thinking></thinking> <answer>3.5</answer>")
 
 
 def _allowed(matcher, vocab: int) -> set[int]:

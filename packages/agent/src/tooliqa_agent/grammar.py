@@ -77,8 +77,9 @@ class GrammarConfig:
     """Bounds and formats of the constrained turns."""
 
     max_thinking_chars: int = 160
-    """Longest ``<thinking>`` text (≥ 1 char). Bounds the turn so an untrained model stops within its token budget:
-    with the defaults every turn is ≤ 442 bytes, inside the default 512 new tokens."""
+    """Longest ``<thinking>`` text. Bounds the turn so an untrained model stops within its token budget: with the
+    defaults every turn is ≤ 442 bytes, inside the default 512 new tokens. 0 forces an empty ``<thinking></thinking>``
+    (the CPU demo: a random tiny model's "thoughts" are sampled noise that its answer would condition on)."""
     max_note_chars: int = 24
     """Longest brief note after a rubric level (≥ 1 char)."""
     score_decimals: int = 2
@@ -95,9 +96,10 @@ class GrammarConfig:
     """The rubric lines, in order."""
 
     def __post_init__(self) -> None:
-        for name in ("max_thinking_chars", "max_note_chars"):
-            if getattr(self, name) < 1:
-                raise GrammarError(f"GrammarConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.max_thinking_chars < 0:
+            raise GrammarError(f"GrammarConfig.max_thinking_chars must be ≥ 0, got {self.max_thinking_chars}")
+        if self.max_note_chars < 1:
+            raise GrammarError(f"GrammarConfig.max_note_chars must be ≥ 1, got {self.max_note_chars}")
         if self.score_decimals < 0 or self.argument_decimals < 0:
             raise GrammarError("GrammarConfig: score_decimals and argument_decimals must be ≥ 0")
         if not 0 <= self.min_score <= self.max_score:
@@ -168,6 +170,8 @@ _TEXT_START = "[!-;=?-~]"  # free text starts with a visible character
 
 
 def _free_text(max_chars: int, newlines: bool) -> _Expr:
+    if max_chars == 0:
+        return _lit("")  # the empty string, as "" in the EBNF
     return _seq(_Expr(_TEXT_START, 1), _chars(_TEXT_NL if newlines else _TEXT, 0, max_chars - 1))
 
 

@@ -8,6 +8,7 @@ from tooliqa_trainer.datamodule import DatasetSpec, ImageBatch, IQADataModule, S
 from tooliqa_trainer.export import ExportHF, export_hf
 from tooliqa_trainer.loss import LOSSES, LossStats, PolicyLoss, make_loss
 from tooliqa_trainer.module import GRPOModule
+from tooliqa_trainer.readout import READOUTS, Readout
 from tooliqa_trainer.schedule import LR_SCHEDULES, PiecewiseConstant
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "LOSSES",
     "LR_SCHEDULES",
     "AgentAssessor",
+    "READOUTS",
+    "Readout",
     "DatasetSpec",
     "ExportHF",
     "GRPOConfig",

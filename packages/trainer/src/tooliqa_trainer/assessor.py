@@ -13,14 +13,15 @@ from tooliqa_agent.rollout import Agent
 from tooliqa_agent.trajectory import Trajectory
 from tooliqa_agent.types import SamplingConfig
 from tooliqa_data import OK, PARSE_FAILURE, AssessedCall, AssessedTurn, Assessment, IQAItem, encode_png
+from tooliqa_trainer.readout import READOUTS, ReadoutContext
 
 __all__ = ["AgentAssessor", "to_assessment"]
 
 
 class AgentAssessor:
-    """Callable ``(items, images) -> list[Assessment]``: one trajectory per image (greedy by default), or the mean
-    score of ``samples`` sampled trajectories (an expected-score readout: a soft policy whose argmax is the same for
-    every image can still rank images by its mean)."""
+    """Callable ``(items, images) -> list[Assessment]``: one trajectory per image (greedy by default), or ``samples``
+    sampled trajectories per image read out as one score (``tooliqa_trainer.readout``: their mean parsed score, or
+    the probability-weighted score; a soft policy whose argmax is the same for every image can still rank images)."""
 
     def __init__(
         self,
@@ -28,40 +29,49 @@ class AgentAssessor:
         sampling: SamplingConfig = SamplingConfig(temperature=0.0),  # noqa: B008 (frozen)
         views: bool = False,
         samples: int = 1,
+        readout: str = "sampled",
+        model: torch.nn.Module | None = None,
     ):
         """
         Args:
             agent: the rollout agent (policy engine + protocol).
-            sampling: how the single trajectory per image is sampled.
+            sampling: how the trajectories are sampled.
             views: keep each tool view as PNG bytes in the assessment (for HTML reports; costs encode time).
-            samples: trajectories per image; > 1 reports the mean of their valid scores (the first trajectory's turns
-                and tool calls are kept as the record).
+            samples: trajectories per image (the first trajectory's turns and tool calls are kept as the record).
+            readout: a :data:`~tooliqa_trainer.readout.READOUTS` name: "sampled" or "expected".
+            model: the policy module for the "expected" readout (default: the engine's model, as the hf engine has).
         """
         if samples < 1 or (samples > 1 and sampling.temperature == 0):
             raise ValueError(f"AgentAssessor: samples must be ≥ 1, and > 1 needs temperature > 0 (got {samples})")
+        if readout not in READOUTS:
+            raise ValueError(f"AgentAssessor: unknown readout {readout!r}; known: {sorted(READOUTS)}")
+        model = model if model is not None else getattr(agent.engine, "model", None)
+        if readout == "expected" and not isinstance(model, torch.nn.Module):
+            raise ValueError(
+                f"AgentAssessor: readout 'expected' needs the policy as a torch module; the "
+                f"{type(agent.engine).__name__} engine has none (use the hf engine)"
+            )
         self.agent = agent
         self.sampling = sampling
         self.views = views
         self.samples = samples
+        self.readout = READOUTS[readout]
+        grammar = agent.protocol.grammar
+        self.context = ReadoutContext(model, agent.processor, grammar.min_score, grammar.max_score)
 
     def __call__(self, items: Sequence[IQAItem], images: Sequence[torch.Tensor]) -> list[Assessment]:
         start = time.perf_counter()
         with torch.no_grad():
             groups = self.agent.rollout(list(images), self.samples, self.sampling)
+            scores = self.readout(groups, self.context)
         seconds = (time.perf_counter() - start) / max(1, len(images))
         assessments = [to_assessment(group[0], seconds, self.views) for group in groups]
-        if self.samples == 1:
-            return assessments
-        means = [_mean_score(group) for group in groups]
         return [
-            dataclasses.replace(a, score=m, status=OK if m is not None else PARSE_FAILURE)
-            for a, m in zip(assessments, means)
+            dataclasses.replace(a, score=score, status=OK if score is not None else PARSE_FAILURE)
+            if score != a.score
+            else a
+            for a, score in zip(assessments, scores)
         ]
-
-
-def _mean_score(group: Sequence[Trajectory]) -> float | None:
-    scores = [t.score for t in group if t.score is not None]
-    return sum(scores) / len(scores) if scores else None
 
 
 def to_assessment(trajectory: Trajectory, seconds: float, views: bool = False) -> Assessment:

@@ -162,5 +162,8 @@ class ValidationConfig:
     """Sampling for held-out scoring (greedy by default, so validation is deterministic)."""
     samples: int = 1
     """Trajectories per held-out image; > 1 scores the mean of their valid scores (needs temperature > 0)."""
+    readout: Literal["sampled", "expected"] = "sampled"
+    """How an image's trajectories become its score (``tooliqa_trainer.readout``): the mean parsed score, or the
+    probability-weighted score (the answer's leading digit replaced by its expectation under the policy)."""
     failure_score: float = 3.0
     """Score given to a parse failure when computing SRCC/PLCC (the middle of [1, 5]); failures are also counted."""

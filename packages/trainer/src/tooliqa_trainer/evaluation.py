@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tooliqa_agent import Agent, EngineConfig, ProtocolConfig, SamplingConfig, make_engine
 from tooliqa_data import EvalConfig, EvalResult, RunMetadata, evaluate, load_specs
@@ -35,7 +36,11 @@ class EvalJob:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     """The assessment protocol; ablations: ``tools`` none/magnifier/gamma/both, ``rubric`` on/off."""
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0))
-    """Decoding of the one trajectory per image (greedy by default)."""
+    """Decoding of the trajectories (greedy by default: one trajectory per image)."""
+    samples: int = 1
+    """Trajectories per image (> 1 needs temperature > 0); the readout turns them into one score."""
+    readout: Literal["sampled", "expected"] = "sampled"
+    """``tooliqa_trainer.readout``: the mean parsed score, or the probability-weighted score (hf engine only)."""
     engine: EngineConfig = field(default_factory=EngineConfig)
     """Engine (``hf`` or ``vllm``) and its loading options; its ``model`` defaults to ``ckpt``."""
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -53,6 +58,7 @@ class EvalJob:
         for prefix, config in (("protocol", self.protocol), ("sampling", self.sampling), ("engine", self.engine)):
             for key, value in _flatten(dataclasses.asdict(config)).items():
                 settings[f"{prefix}.{key}"] = value
+        settings.update(samples=self.samples, readout=self.readout)
         return RunMetadata(model=self.ckpt, seed=self.sampling.seed, settings=settings)
 
 
@@ -63,7 +69,9 @@ def run_evaluation(job: EvalJob) -> EvalResult:
     engine = make_engine(engine_config)
     try:
         agent = Agent(engine, engine.processor, job.protocol)
-        assessor = AgentAssessor(agent, job.sampling, views=job.eval.report_samples > 0)
+        assessor = AgentAssessor(
+            agent, job.sampling, views=job.eval.report_samples > 0, samples=job.samples, readout=job.readout
+        )
         return evaluate(datasets, assessor, job.out, job.eval, job.metadata())
     finally:
         engine.release()

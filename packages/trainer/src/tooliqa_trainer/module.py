@@ -96,7 +96,11 @@ class GRPOModule(L.LightningModule):
         self.engine = self.build_engine()
         self.agent = Agent(self.engine, self.processor, self.rollout_config.protocol)
         self.assessor = AgentAssessor(
-            self.agent, self.validation_config.sampling, samples=self.validation_config.samples
+            self.agent,
+            self.validation_config.sampling,
+            samples=self.validation_config.samples,
+            readout=self.validation_config.readout,
+            model=self.policy,
         )
         self.pad_id = self.processor.tokenizer.pad_token_id
 

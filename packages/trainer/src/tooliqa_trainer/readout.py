@@ -1,0 +1,116 @@
+"""Score readouts: how an image's sampled trajectories become one predicted score.
+
+* ``sampled`` — the mean of the parsed final scores (one trajectory: its score). What the paper reports.
+* ``expected`` — the probability-weighted score (Q-Align's readout): each parsed score with its leading digit replaced
+  by that digit's expectation under the policy, at the position where it was generated (teacher-forced over the
+  trajectory's own tokens, renormalised over the leading digits the score range admits), then the mean over samples.
+  A policy that shifts its score distribution by image while its samples still scatter ranks images by this number
+  long before its samples do; integer scores (``score_decimals: 0``) are read exactly, decimals keep their sampled
+  fraction. Needs the policy as a torch module (the ``hf`` engine's model).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from tooliqa_agent.collate import collate
+from tooliqa_agent.trajectory import Trajectory
+
+__all__ = ["READOUTS", "Readout", "ReadoutContext", "expected_scores", "leading_digit_position", "sampled_scores"]
+
+_ANSWER_NUMBER = re.compile(r"<answer>\s*(\d)")
+
+Readout = Callable[[Sequence[Sequence[Trajectory]], "ReadoutContext"], list[float | None]]
+"""``(groups [B][G], context) -> [B]`` predicted scores (None: no valid sample)."""
+
+
+class ReadoutContext:
+    """What a readout may need besides the trajectories: the policy module, the processor, the score range."""
+
+    def __init__(self, model: nn.Module | None, processor, min_score: float = 1.0, max_score: float = 5.0) -> None:
+        self.model = model
+        self.processor = processor
+        self.digits = list(range(int(min_score), int(max_score) + 1))
+        tokenizer = processor.tokenizer
+        self.digit_ids = [int(tokenizer.convert_tokens_to_ids(str(d))) for d in self.digits]
+
+
+def sampled_scores(groups: Sequence[Sequence[Trajectory]], context: ReadoutContext) -> list[float | None]:
+    """Mean parsed score per image (None where no sample parsed)."""
+    return [_mean([t.score for t in group if t.score is not None]) for group in groups]
+
+
+def leading_digit_position(trajectory: Trajectory, tokenizer) -> int | None:
+    """Index in ``input_ids`` of the final answer's leading digit, or None.
+
+    None when the trajectory has no valid score or the digit shares its token with other text (Qwen's tokenizers
+    split numbers into single digits, so this only happens with unusual vocabularies).
+    """
+    if trajectory.score is None:
+        return None
+    generated = torch.nonzero(trajectory.loss_mask).flatten().tolist()
+    # the final turn is the last run of consecutive generated positions
+    start = len(generated) - 1
+    while start > 0 and generated[start - 1] == generated[start] - 1:
+        start -= 1
+    positions = generated[start:]
+    pieces = [tokenizer.decode([int(trajectory.input_ids[p])]) for p in positions]
+    text = "".join(pieces)
+    matches = list(_ANSWER_NUMBER.finditer(text))
+    if not matches:
+        return None
+    match = matches[-1]
+    offset = 0
+    for position, piece in zip(positions, pieces):
+        if offset == match.start(1):
+            return position if piece == match.group(1) else None
+        offset += len(piece)
+        if offset > match.start(1):
+            return None
+    return None
+
+
+@torch.no_grad()
+def expected_scores(
+    groups: Sequence[Sequence[Trajectory]], context: ReadoutContext, micro_batch: int = 16
+) -> list[float | None]:
+    """Mean probability-weighted score per image (None where no sample parsed). Shapes: logits ``[N, L, V]`` per
+    micro-batch; the digit distribution ``[N, len(digits)]``."""
+    if context.model is None:
+        raise ValueError("readout 'expected' needs the policy as a torch module (use the hf engine)")
+    tokenizer = context.processor.tokenizer
+    flat = [(b, t) for b, group in enumerate(groups) for t in group]
+    located = [(b, t, leading_digit_position(t, tokenizer)) for b, t in flat]
+    readable = [(b, t, p) for b, t, p in located if p is not None]
+    per_image: list[list[float]] = [[] for _ in groups]
+    for b, t, p in located:
+        if p is None and t.score is not None:
+            per_image[b].append(t.score)  # nothing to read out: keep the sampled score
+    device = next(context.model.parameters()).device
+    digit_ids = torch.tensor(context.digit_ids, device=device)
+    values = torch.tensor(context.digits, dtype=torch.float32, device=device)
+    pad_id = tokenizer.pad_token_id
+    for k in range(0, len(readable), micro_batch):
+        chunk = readable[k : k + micro_batch]
+        batch = collate([t for _, t, _ in chunk], context.processor, pad_id).to(device)
+        logits = context.model(**batch.model_inputs(), use_cache=False).logits
+        rows = torch.arange(len(chunk), device=device)
+        before = torch.tensor([p - 1 for _, _, p in chunk], device=device)
+        probabilities = logits[rows, before][:, digit_ids].float().softmax(-1)  # [n, digits]
+        expectation = (probabilities * values).sum(-1).tolist()
+        for (b, t, p), expected in zip(chunk, expectation):
+            sampled_digit = int(tokenizer.decode([int(t.input_ids[p])]))
+            per_image[b].append(t.score - sampled_digit + expected)
+    return [_mean(scores) for scores in per_image]
+
+
+READOUTS: dict[str, Readout] = {"sampled": sampled_scores, "expected": expected_scores}
+"""Readouts by name (``ValidationConfig.readout``, ``apps/eval.py --readout``)."""
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
