@@ -81,6 +81,7 @@ class GRPOModule(L.LightningModule):
         self._reference: list[torch.nn.Module] = []  # a list keeps the frozen copy out of state_dict and optimizer
         self._val_rows: list[tuple[float | None, float]] = []
         self.held_out: list[HeldOutResult] = []
+        self._engine_seed_offset: int | None = None
 
     # ----------------------------------------------------------------------------------------------- setup
     def configure_model(self) -> None:
@@ -103,6 +104,7 @@ class GRPOModule(L.LightningModule):
             model=self.policy,
         )
         self.pad_id = self.processor.tokenizer.pad_token_id
+        self._restore_engine_seed()  # a checkpoint loaded before the model was configured
 
     def build_engine(self) -> Engine:
         """The rollout engine named in the config (``hf`` shares this policy object; ``vllm`` loads the checkpoint)."""
@@ -296,10 +298,20 @@ class GRPOModule(L.LightningModule):
         # Plain types only, so resuming works with torch.load(weights_only=True), Lightning's default.
         checkpoint["hyper_parameters"] = _plain(dict(self.hparams))
         checkpoint["rng"] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+        # the engine's per-call seed counter: without it a resumed run would replay the seeds of its first steps
+        checkpoint["engine_seed_offset"] = getattr(self.engine, "seed_offset", None)
         if torch.cuda.is_available():
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
+    def _restore_engine_seed(self) -> None:
+        engine = getattr(self, "engine", None)
+        if self._engine_seed_offset is not None and hasattr(engine, "seed_offset"):
+            engine.seed_offset = self._engine_seed_offset
+            self._engine_seed_offset = None
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._engine_seed_offset = checkpoint.get("engine_seed_offset")
+        self._restore_engine_seed()
         rng = checkpoint.get("rng")
         if rng is not None:
             torch.set_rng_state(rng["torch"])

@@ -50,7 +50,9 @@ class HFEngine:
         # a generated vision token would be read as an image slot by the next forward: never sample one
         vision = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
         self.suppressed = [int(tokenizer.convert_tokens_to_ids(token)) for token in vision]
-        self._calls = 0  # one seed per generate call: reproducible rollouts without a global RNG reset
+        self.seed_offset = 0
+        """Generate calls so far: call k samples with ``sampling.seed + k`` (reproducible without a global RNG reset);
+        a resumable run's state, checkpointed by the trainer."""
 
     @classmethod
     def from_config(
@@ -120,8 +122,8 @@ class HFEngine:
         prompt_length = inputs["input_ids"].shape[1]
         constraint = self._constraint(requests, prompt_length)
         greedy = sampling.temperature == 0
-        seed = sampling.seed + self._calls
-        self._calls += 1
+        seed = sampling.seed + self.seed_offset
+        self.seed_offset += 1
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)

@@ -130,7 +130,9 @@ class VLLMEngine:
         self._weights_awake = True
         self._kv_awake = True
         self._weights_valid = True  # False after a level-2 sleep until weights are pushed again
-        self._issued = 0  # requests issued so far: each gets its own seed, so identical prompts sample differently
+        self.seed_offset = 0
+        """Requests issued so far: each gets its own seed (identical prompts sample differently); a resumable run's
+        state, checkpointed by the trainer."""
 
     @classmethod
     def from_config(
@@ -210,10 +212,10 @@ class VLLMEngine:
             if images:
                 prompt["multi_modal_data"] = {"image": [tensor_to_pil(image) for image in images]}
             prompts.append(prompt)
-            seed = sampling.seed + self._issued + index
+            seed = sampling.seed + self.seed_offset + index
             params.append(self._params(request, sampling, seed, min(room, sampling.max_new_tokens)))
             rows.append(index)
-        self._issued += len(requests)
+        self.seed_offset += len(requests)
         outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=False) if prompts else []
         completions = [Completion(token_ids=(), logprobs=(), text="", finished=False)] * len(requests)
         for row, output in zip(rows, outputs, strict=True):
