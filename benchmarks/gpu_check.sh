@@ -32,4 +32,5 @@ run tools_bench python3 benchmarks/tools_bench.py --device cuda --repeats 9
 run rewards_bench python3 benchmarks/rewards_bench.py --device cuda
 run agent_bench python3 benchmarks/agent_bench.py --qwen3vl-8b-shapes --device cuda --batch 48 --json "$out/agent.json"
 run trainer_step python3 benchmarks/trainer_gpu_step.py --strategy deepspeed
+run trainer_step_zero3 python3 benchmarks/trainer_gpu_step.py --strategy deepspeed --zero-stage 3 --steps 1
 exit $status

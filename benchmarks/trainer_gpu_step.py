@@ -8,6 +8,7 @@ reports the last step. Weights are random bf16, built from a config on the GPU (
 
     python benchmarks/trainer_gpu_step.py --strategy deepspeed     # LoRA r=64 q,k,v,o + DeepSpeed ZeRO-2 (the check)
     python benchmarks/trainer_gpu_step.py --strategy auto          # same without DeepSpeed (fallback)
+    python benchmarks/trainer_gpu_step.py --zero-stage 3 --steps 1 # ZeRO-3: partitioned loading, reference, gathers
     uv run python benchmarks/trainer_gpu_step.py --shape tiny --device cpu --trajectories 8   # CPU smoke run
 
 Anchor (SPEC §9, H200): LoRA r=64 forward+backward over 48 × 798 tokens, micro-batch 4, gradient checkpointing: 8.8 s,
@@ -142,6 +143,7 @@ class BenchModule(GRPOModule):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--strategy", choices=("deepspeed", "auto"), default="deepspeed")
+    parser.add_argument("--zero-stage", type=int, choices=(2, 3), default=2, help="DeepSpeed ZeRO stage")
     parser.add_argument("--shape", choices=("8b", "tiny"), default="8b")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--trajectories", type=int, default=48)
@@ -195,7 +197,7 @@ def main() -> None:
         from lightning.pytorch.strategies import DeepSpeedStrategy
 
         ds_config = {
-            "zero_optimization": {"stage": 2, "contiguous_gradients": True, "overlap_comm": True},
+            "zero_optimization": {"stage": args.zero_stage, "contiguous_gradients": True, "overlap_comm": True},
             "gradient_clipping": 1.0,
             "bf16": {"enabled": True},
             "train_micro_batch_size_per_gpu": 1,
@@ -225,9 +227,13 @@ def main() -> None:
         "benchmark": "trainer_gpu_step",
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "strategy": args.strategy,
+        "zero_stage": args.zero_stage if args.strategy == "deepspeed" else None,
         "shape": args.shape,
-        "params_b": round(sum(p.numel() for p in module.policy.parameters()) / 1e9, 3),
-        "trainable_m": round(sum(p.numel() for p in module.policy.parameters() if p.requires_grad) / 1e6, 2),
+        # ZeRO-3 leaves placeholders: ds_numel is the full size
+        "params_b": round(sum(getattr(p, "ds_numel", p.numel()) for p in module.policy.parameters()) / 1e9, 3),
+        "trainable_m": round(
+            sum(getattr(p, "ds_numel", p.numel()) for p in module.policy.parameters() if p.requires_grad) / 1e6, 2
+        ),
         "prompt_tokens": prompt,
         "micro_batch": args.micro_batch,
         "lora_r": args.lora_r,

@@ -14,7 +14,9 @@ from lightning.pytorch.utilities import rank_zero_info
 __all__ = ["ExportHF", "export_hf"]
 
 
-def export_hf(model: torch.nn.Module, processor, out_dir: str | os.PathLike, merge_lora: bool = True) -> Path:
+def export_hf(
+    model: torch.nn.Module, processor, out_dir: str | os.PathLike, merge_lora: bool = True, zero3: bool = False
+) -> Path:
     """Save ``model`` (+ ``processor``) to ``out_dir``.
 
     Args:
@@ -22,11 +24,15 @@ def export_hf(model: torch.nn.Module, processor, out_dir: str | os.PathLike, mer
             keeps its adapters), else its adapters are saved alone (``adapter_config.json`` + weights, peft format).
         processor: the processor the policy was trained with.
         out_dir: target directory (created).
+        zero3: the parameters are ZeRO-3 partitioned: every rank calls this (the weights are gathered one by one)
+            and rank 0 writes.
 
     Returns:
         ``out_dir`` as a :class:`Path`.
     """
     out = Path(out_dir)
+    if zero3:
+        return _export_partitioned(model, processor, out, merge_lora)
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "merge_and_unload") and merge_lora:
         import copy
@@ -34,6 +40,22 @@ def export_hf(model: torch.nn.Module, processor, out_dir: str | os.PathLike, mer
         model = copy.deepcopy(model).merge_and_unload()
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    return out
+
+
+def _export_partitioned(model: torch.nn.Module, processor, out: Path, merge_lora: bool) -> Path:
+    """ZeRO-3: stream the gathered (LoRA-merged) weights to CPU on rank 0, then save them under the base config."""
+    from tooliqa_trainer.policy import _base, engine_weights
+
+    if hasattr(model, "merge_and_unload") and not merge_lora:
+        raise ValueError("export under ZeRO-3 saves merged weights only: set merge_lora=True")
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    state = {name: tensor.cpu().clone() if rank == 0 else None for name, tensor in engine_weights(model, zero3=True)}
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        base = _base(model)
+        base.save_pretrained(out, state_dict=state)
+        processor.save_pretrained(out)
     return out
 
 
@@ -50,6 +72,7 @@ class ExportHF(L.Callback):
         self.merge_lora = merge_lora
 
     def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
-        if trainer.is_global_zero:
-            out = export_hf(pl_module.policy, pl_module.processor, self.out_dir, self.merge_lora)
+        zero3 = getattr(pl_module, "zero3", None) is not None
+        if zero3 or trainer.is_global_zero:  # under ZeRO-3 every rank takes part in the gathers
+            out = export_hf(pl_module.policy, pl_module.processor, self.out_dir, self.merge_lora, zero3=zero3)
             rank_zero_info(f"exported the policy to {out} (loads with AutoModelForImageTextToText.from_pretrained)")

@@ -44,6 +44,7 @@ from tooliqa_trainer.policy import engine_weights, load_policy, make_reference, 
 from tooliqa_trainer.schedule import make_lr_lambda
 from tooliqa_trainer.scoring import reward_inputs, score_global_batch
 from tooliqa_trainer.validation import HeldOutResult, held_out_result
+from tooliqa_trainer.zero3 import hf_zero3_loading, wrap_reference, zero3_config
 
 __all__ = ["GRPOModule"]
 
@@ -82,6 +83,8 @@ class GRPOModule(L.LightningModule):
         self._val_rows: list[tuple[float | None, float]] = []
         self.held_out: list[HeldOutResult] = []
         self._engine_seed_offset: int | None = None
+        self.zero3: dict | None = None
+        """The DeepSpeed config when training under ZeRO-3 (partitioned parameters), else None."""
 
     # ----------------------------------------------------------------------------------------------- setup
     def configure_model(self) -> None:
@@ -89,10 +92,13 @@ class GRPOModule(L.LightningModule):
         stage)."""
         if self.policy is not None:
             return
+        self.zero3 = zero3_config(self._trainer)
+        if self.zero3 is not None:
+            self._hf_zero3 = hf_zero3_loading(self.zero3)  # must outlive every from_pretrained and generate
         self.policy, self.processor = load_policy(self.policy_config)
         self.policy.train()  # from_pretrained returns eval mode; rollouts switch to eval and back themselves
         if self.beta_schedule.max_value > 0:
-            reference = make_reference(self.policy, self.policy_config)
+            reference = make_reference(self.policy, self.policy_config, zero3=self.zero3 is not None)
             self._reference = [] if reference is None else [reference]
         self.engine = self.build_engine()
         self.agent = Agent(self.engine, self.processor, self.rollout_config.protocol)
@@ -114,6 +120,9 @@ class GRPOModule(L.LightningModule):
         return make_engine(config, model=self.policy, processor=self.processor)
 
     def on_fit_start(self) -> None:
+        if self.zero3 is not None and self._reference:  # after deepspeed.init_distributed: the engine can be built
+            self._reference = [wrap_reference(self._reference[0], self.zero3)]  # DeepSpeed places it
+            return
         for reference in self._reference:
             reference.to(self.device)
 
@@ -138,7 +147,7 @@ class GRPOModule(L.LightningModule):
         trajectories = [t for group in groups for t in group]
         loss_stats = self.update(trajectories, advantages.flatten(), beta, timer)
         with timer("sync"):
-            self.engine.update_weights(engine_weights(self.policy))
+            self.engine.update_weights(engine_weights(self.policy, zero3=self.zero3 is not None))
         self.log_step(trajectories, rewards, loss_stats, timer)
 
     @torch.no_grad()

@@ -5,6 +5,7 @@ temperature-scaled teacher-forced log-probs the loss needs, and the weights push
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from tooliqa_trainer.config import PolicyConfig
+from tooliqa_trainer.zero3 import gathered
 
 __all__ = ["engine_weights", "load_policy", "make_reference", "reference_mode", "token_logprobs"]
 
@@ -60,12 +62,17 @@ def load_policy(config: PolicyConfig):
     return model, processor
 
 
-def make_reference(model: nn.Module, config: PolicyConfig) -> nn.Module | None:
+def make_reference(model: nn.Module, config: PolicyConfig, zero3: bool = False) -> nn.Module | None:
     """The frozen reference for the KL term: None with LoRA (the policy with adapters disabled *is* the reference),
-    else a frozen copy of the initial full model."""
+    else a frozen copy of the initial full model (under ZeRO-3 a second partitioned load: placeholders cannot be
+    deep-copied; ``tooliqa_trainer.zero3.wrap_reference`` then makes it callable)."""
     if config.lora is not None:
         return None
-    reference = copy.deepcopy(model).eval()
+    if zero3:
+        reference, _ = load_policy(dataclasses.replace(config, gradient_checkpointing=False, freeze_vision=False))
+    else:
+        reference = copy.deepcopy(model)
+    reference.eval()
     reference.requires_grad_(False)
     return reference
 
@@ -99,23 +106,27 @@ def token_logprobs(model: nn.Module, inputs: dict[str, Tensor], input_ids: Tenso
     return torch.nn.functional.pad(logprobs, (1, 0))
 
 
-def engine_weights(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
-    """Full-model weights under transformers parameter names, for ``Engine.update_weights``.
+def engine_weights(model: nn.Module, zero3: bool = False) -> Iterator[tuple[str, Tensor]]:
+    """Full-model weights under transformers parameter names, for ``Engine.update_weights`` (and the export).
 
     A generator: nothing happens unless the engine consumes it (the hf engine shares the policy and does not). With
     LoRA the adapters are merged while the weights stream and unmerged afterwards (SPEC §6: merge → push → unmerge).
+    Under ZeRO-3 (``zero3``; every rank must consume it, in the same order) each tensor is gathered while it is
+    yielded — with LoRA the whole model at once, since a partitioned adapter cannot be merged.
     """
     peft_model = model if hasattr(model, "merge_adapter") else None
-    if peft_model is not None:
-        peft_model.merge_adapter()
-    try:
-        for name, param in _base(model).named_parameters():
-            if "lora_" in name:
-                continue
-            yield name.replace(".base_layer", ""), param.detach()
-    finally:
+    with gathered(model.parameters(), zero3 and peft_model is not None):
         if peft_model is not None:
-            peft_model.unmerge_adapter()
+            peft_model.merge_adapter()
+        try:
+            for name, param in _base(model).named_parameters():
+                if "lora_" in name:
+                    continue
+                with gathered([param], zero3 and peft_model is None):
+                    yield name.replace(".base_layer", ""), param.detach()
+        finally:
+            if peft_model is not None:
+                peft_model.unmerge_adapter()
 
 
 def _base(model: nn.Module) -> nn.Module:

@@ -1,0 +1,88 @@
+"""DeepSpeed ZeRO-3: what changes when parameters are partitioned across ranks.
+
+Under ZeRO-3 every parameter is a placeholder outside a gather, so four things the ZeRO-2 path does directly need care
+(``reference/rl_stack.md`` §1.8, §4.1, §4.4):
+
+* loading — ``from_pretrained`` partitions the checkpoint while it reads it only when a live ``HfDeepSpeedConfig``
+  exists (transformers keeps a weak reference to it), so the module holds one for the whole run;
+* the full-fine-tune reference — a second ``from_pretrained`` (partitioned the same way, not a ``deepcopy`` of
+  placeholders), wrapped by ``deepspeed.initialize`` without an optimizer so its forward gathers its layers;
+* the weight push to vLLM and the export — each parameter is gathered while it is read (LoRA: all at once, since a
+  partitioned adapter cannot be merged);
+* ``generate`` with the hf engine — transformers turns on ``synced_gpus`` by itself when ZeRO-3 is enabled on more
+  than one rank (every rank must keep stepping until all are done).
+
+deepspeed and transformers' DeepSpeed integration are imported only when ZeRO-3 is actually configured.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from contextlib import nullcontext
+
+from torch import nn
+
+__all__ = ["gathered", "hf_zero3_loading", "inference_config", "wrap_reference", "zero3_config"]
+
+
+def zero3_config(trainer) -> dict | None:
+    """The DeepSpeed config dict when ``trainer`` runs DeepSpeed ZeRO stage 3, else None (also with no trainer)."""
+    strategy = getattr(trainer, "strategy", None)
+    config = getattr(strategy, "config", None)
+    if not isinstance(config, dict):
+        return None
+    stage = (config.get("zero_optimization") or {}).get("stage")
+    return config if stage == 3 else None
+
+
+def hf_zero3_loading(config: dict):
+    """An ``HfDeepSpeedConfig`` for ``config``: while the returned object lives, ``from_pretrained`` loads straight
+    into partitioned parameters (and ``generate`` syncs ranks). Keep a reference for as long as models load."""
+    from transformers.integrations import HfDeepSpeedConfig
+
+    return HfDeepSpeedConfig(config)
+
+
+def gathered(params: Iterable[nn.Parameter], enabled: bool):
+    """Context in which ``params`` hold their full values on every rank (read-only), or a no-op.
+
+    ``deepspeed.zero.GatheredParameters`` itself skips parameters that are not partitioned, so ``enabled`` only
+    spares the import where ZeRO-3 is off.
+    """
+    if not enabled:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(params), modifier_rank=None)
+
+
+def inference_config(config: dict, hidden_size: int | None = None) -> dict:
+    """The training config stripped to what a forward-only ZeRO-3 engine needs (no optimizer, scheduler or clip),
+    with bucket sizes scaled to the model's hidden size when given (small models otherwise over-prefetch)."""
+    out = copy.deepcopy(config)
+    for key in ("optimizer", "scheduler", "gradient_clipping"):
+        out.pop(key, None)
+    zero = dict(out.get("zero_optimization") or {})
+    zero["stage"] = 3
+    zero.pop("offload_optimizer", None)
+    if hidden_size is not None:
+        zero.update(
+            reduce_bucket_size=hidden_size * hidden_size,
+            stage3_param_persistence_threshold=10 * hidden_size,
+            stage3_prefetch_bucket_size=int(0.9 * hidden_size * hidden_size),
+        )
+    out["zero_optimization"] = zero
+    out.setdefault("train_micro_batch_size_per_gpu", 1)
+    return out
+
+
+def wrap_reference(reference: nn.Module, config: dict) -> nn.Module:
+    """The frozen, partitioned reference made callable: ``deepspeed.initialize`` installs the hooks that gather each
+    layer's parameters for its forward. Returns the wrapped module in eval mode."""
+    import deepspeed
+
+    text_config = reference.config.get_text_config()
+    engine, *_ = deepspeed.initialize(model=reference, config=inference_config(config, text_config.hidden_size))
+    engine.module.eval()
+    return engine.module
