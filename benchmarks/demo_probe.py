@@ -1,0 +1,157 @@
+"""Why the CPU demo is set up as it is: what the tiny random Qwen3-VL can see, and how GRPO behaves on it.
+
+Two measurements on the demo's tiny kit (``configs/demo.yaml``'s ``model.policy.tiny``), on a synthetic set split by
+reference (24 training / 4 held-out references × every distortion type × 5 levels):
+
+1. **Probe** — a supervised ridge regression from the hidden state at the answer position (the state the score token
+   is sampled from; prompt = the demo's question, reply prefix ``<thinking></thinking> <answer>``) to MOS, fitted on
+   the training references and scored by held-out SRCC, per distortion type and for the demo's set. An upper bound
+   for what a readout of these features can rank.
+2. **Bandit** — GRPO in miniature on the same frozen features: a softmax over the five score digits, rank reward
+   (``tooliqa_rewards.rank_reward``), group advantages, Adam, optional k3 KL to the initial readout. Features raw (as
+   the policy sees them) or centred; held-out SRCC of the expected score and its spread.
+
+    python benchmarks/demo_probe.py                       # ≈ 1 min on 2 cores
+    python benchmarks/demo_probe.py --size 128 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+DEMO_TINY = dict(
+    hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, vision_depth=2,
+    vision_hidden_size=64, vision_heads=4, min_pixels=1024, max_pixels=16384, seed=0,
+)  # fmt: skip
+QUESTION = "Rate the quality of this image from 1 (bad) to 5 (excellent)."
+DEMO_SET = ("contrast", "darken", "brighten")
+
+
+def answer_states(model_dir: Path, items, prefix: str) -> np.ndarray:
+    """``[N, hidden]`` final-layer state at the last prompt position (where the score digit is sampled)."""
+    import transformers
+    from PIL import Image
+
+    processor = transformers.AutoProcessor.from_pretrained(model_dir)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    states = []
+    for item in items:
+        image = Image.open(item.image).convert("RGB")
+        messages = [
+            {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}]}
+        ]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefix
+        inputs = processor(text=[text], images=[image], return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]
+        states.append(hidden[0, -1].numpy())
+    return np.stack(states)
+
+
+def ridge_srcc(train_x, train_y, test_x, test_y, penalties=(1.0, 10.0, 100.0)) -> float:
+    """Best held-out SRCC of ridge fits on standardised features (the penalty is the only choice made on test)."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    a, b = (train_x - mean) / std, (test_x - mean) / std
+    best = -1.0
+    for penalty in penalties:
+        w = np.linalg.solve(a.T @ a + penalty * np.eye(a.shape[1]), a.T @ (train_y - train_y.mean()))
+        best = max(best, float(spearmanr(b @ w, test_y)[0]))
+    return best
+
+
+def bandit(train_x, train_y, test_x, test_y, *, centred, beta, lr, steps, batch=8, group=8, seed=0) -> dict:
+    """GRPO on a linear softmax readout of frozen features; held-out SRCC / spread of the expected score."""
+    from tooliqa_rewards import rank_reward
+
+    torch.manual_seed(seed)
+    x_train, x_test = torch.tensor(train_x), torch.tensor(test_x)
+    if centred:
+        mean = x_train.mean(0)
+        x_train, x_test = x_train - mean, x_test - mean
+    y_train = torch.tensor(train_y, dtype=torch.float32)
+    readout = torch.nn.Linear(x_train.shape[1], 5)
+    torch.nn.init.normal_(readout.weight, std=0.02)
+    torch.nn.init.zeros_(readout.bias)
+    initial = copy.deepcopy(readout).requires_grad_(False)
+    optimizer = torch.optim.Adam(readout.parameters(), lr=lr)
+    for _ in range(steps):
+        rows = torch.randint(len(x_train), (batch,))
+        logits = readout(x_train[rows])
+        samples = torch.distributions.Categorical(logits=logits).sample((group,)).T  # [B, G] digit index
+        rewards = rank_reward((samples + 1).float(), y_train[rows], torch.ones(batch, group, dtype=torch.bool))
+        advantages = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)
+        logprobs = logits.log_softmax(-1).gather(1, samples)
+        loss = -(advantages * logprobs).mean()
+        if beta > 0:
+            delta = initial(x_train[rows]).log_softmax(-1).gather(1, samples) - logprobs
+            loss = loss + beta * (delta.exp() - delta - 1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        expected = (readout(x_test).softmax(-1) * torch.arange(1, 6)).sum(-1)
+    spread = float(expected.std())
+    return {"srcc": float(spearmanr(expected, test_y)[0]) if spread > 0 else 0.0, "expected_std": spread}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=64, help="image side (the demo: 64)")
+    parser.add_argument("--steps", type=int, default=150, help="bandit steps")
+    parser.add_argument("--json", type=Path, help="write the results here too")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    from tooliqa_agent.tiny_model import TinyModelConfig, build_tiny_qwen3vl
+    from tooliqa_data import make_synthetic_set
+    from tooliqa_data.synthetic import DISTORTIONS
+
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        model_dir = build_tiny_qwen3vl(work / "tiny", TinyModelConfig(**DEMO_TINY))
+        train = make_synthetic_set(work / "train", 24, 0, size=[args.size])
+        test = make_synthetic_set(work / "test", 4, 1, size=[args.size])
+        prefix = "<thinking></thinking> <answer>"
+        train_x, test_x = answer_states(model_dir, train, prefix), answer_states(model_dir, test, prefix)
+    kinds = [item.image.name.split("_", 1)[1].rsplit("_", 1)[0] for item in train]
+    test_kinds = [item.image.name.split("_", 1)[1].rsplit("_", 1)[0] for item in test]
+    train_y = np.array([item.mos for item in train])
+    test_y = np.array([item.mos for item in test])
+
+    def subset(names):
+        a = np.array([k in names for k in kinds])
+        b = np.array([k in names for k in test_kinds])
+        return train_x[a], train_y[a], test_x[b], test_y[b]
+
+    probe = {name: ridge_srcc(*subset({name})) for name in DISTORTIONS}
+    probe["demo set"] = ridge_srcc(*subset(set(DEMO_SET)))
+    probe["blur, darken, contrast, pixelate"] = ridge_srcc(*subset({"blur", "darken", "contrast", "pixelate"}))
+    image_share = float(np.abs(train_x.mean(0)).mean()), float(train_x.std(0).mean())
+    runs = {
+        "raw, β 0": dict(centred=False, beta=0.0, lr=1e-2),
+        "centred, β 0": dict(centred=True, beta=0.0, lr=1e-2),
+        "raw, β 0.5": dict(centred=False, beta=0.5, lr=1e-2),
+    }
+    bandits = {name: bandit(*subset(set(DEMO_SET)), steps=args.steps, **options) for name, options in runs.items()}
+
+    print(f"answer-position state: mean |per-dimension mean| {image_share[0]:.3f}, mean spread {image_share[1]:.3f}")
+    print(f"ridge probe, held-out SRCC ({args.size} px):")
+    for name, value in sorted(probe.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:36s} {value:6.3f}")
+    print(f"bandit on the demo set, {args.steps} steps (held-out SRCC of the expected score / its std):")
+    for name, result in bandits.items():
+        print(f"  {name:14s} {result['srcc']:6.3f} / {result['expected_std']:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"size": args.size, "probe": probe, "bandit": bandits}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
