@@ -8,6 +8,7 @@ import dataclasses
 import lightning as L
 import pytest
 import torch
+from transformers import AutoModelForImageTextToText
 
 from tooliqa_agent.engines.scripted import ScriptedEngine
 from tooliqa_agent.prompts import PromptConfig
@@ -16,6 +17,7 @@ from tooliqa_agent.types import EngineConfig, SamplingConfig
 from tooliqa_rewards import RewardConfig, RewardWeights
 from tooliqa_trainer import (
     DatasetSpec,
+    ExportHF,
     GRPOConfig,
     GRPOModule,
     IQADataModule,
@@ -94,7 +96,8 @@ def test_fit_three_steps_switches_beta_checkpoints_and_resumes(tiny_model_dir, s
     first = Recorder()
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
     module = ScriptedModule(**kwargs)
-    trainer = _trainer(tmp_path, 3, [first, checkpoint])
+    export = ExportHF(str(tmp_path / "hf"))
+    trainer = _trainer(tmp_path, 3, [first, checkpoint, export])
     module.configure_model()
     before = _params(module)
     trainer.fit(module, datamodule=_data(synthetic_root))
@@ -108,6 +111,8 @@ def test_fit_three_steps_switches_beta_checkpoints_and_resumes(tiny_model_dir, s
     assert [row[3] for row in first.rows] == [0, 1, 2]
     last = tmp_path / "ckpt" / "last.ckpt"
     assert last.is_file()
+    exported = AutoModelForImageTextToText.from_pretrained(tmp_path / "hf", dtype=torch.float32)
+    assert all(torch.equal(p, after[name]) for name, p in exported.named_parameters())  # the trained weights
 
     resumed = Recorder()
     module2 = ScriptedModule(**kwargs)

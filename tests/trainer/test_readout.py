@@ -73,3 +73,25 @@ def test_assessor_expected_readout_needs_a_model(tiny_model):
     images = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)]
     (assessment,) = AgentAssessor(agent, readout="expected", model=model)(None, images)
     assert assessment.score != 2.0 and 1.0 <= assessment.score <= 5.0
+
+
+@pytest.mark.parametrize(
+    ("reply", "digit"),
+    [
+        ("<thinking>a</thinking> <answer>3</answer> then <answer>score 4.5</answer>", "4"),  # the last block counts
+        ("<thinking>a</thinking> <answer>05</answer>", None),  # parse_score reads 5.0; no single leading digit
+        ("<thinking>a</thinking> <answer>x</answer> <answer>2</answer>", "2"),
+    ],
+)
+def test_leading_digit_follows_parse_score(tiny_model, reply, digit):
+    processor, model = tiny_model
+    (group,) = _groups(tiny_model, replies=[reply], images=1)
+    (trajectory,) = group
+    position = leading_digit_position(trajectory, processor.tokenizer)
+    if digit is None:
+        assert position is None
+        # nothing to read out: the expected readout keeps the sampled score instead of inventing one
+        assert expected_scores([group], ReadoutContext(model, processor)) == [trajectory.score]
+    else:
+        assert processor.tokenizer.decode([int(trajectory.input_ids[position])]) == digit
+        assert int(trajectory.score) == int(digit)

@@ -96,3 +96,17 @@ def test_partitioned_export_and_reference_load_back(tiny_model_dir, tmp_path):
     initial, _ = load_policy(full)
     assert all(torch.equal(a, b) for a, b in zip(reference.parameters(), initial.parameters()))
     assert not any(p.requires_grad for p in reference.parameters()) and not reference.training
+
+
+def test_zero3_refuses_what_would_deadlock_or_diverge(tiny_model_dir):
+    from tooliqa_trainer.zero3 import check_zero3_setup
+
+    check_zero3_setup("hf", "expected", world_size=1)  # one rank: nothing to wait for
+    check_zero3_setup("vllm", "sampled", world_size=8)
+    with pytest.raises(ValueError, match="hf engine"):
+        check_zero3_setup("hf", "sampled", world_size=2)
+    with pytest.raises(ValueError, match="validation.readout"):
+        check_zero3_setup("vllm", "expected", world_size=2)
+    random_full = PolicyConfig(path=str(tiny_model_dir), dtype="float32", random_init=True)
+    with pytest.raises(ValueError, match="random_init"):
+        make_reference(torch.nn.Linear(1, 1), random_full, zero3=True)

@@ -60,7 +60,7 @@ def _export_partitioned(model: torch.nn.Module, processor, out: Path, merge_lora
 
 
 class ExportHF(L.Callback):
-    """At the end of ``fit``, write the policy as an HF model directory (rank 0), e.g. ``runs/demo/hf``."""
+    """At the end of training, write the policy as an HF model directory (rank 0), e.g. ``runs/demo/hf``."""
 
     def __init__(self, out_dir: str = "runs/hf", merge_lora: bool = True) -> None:
         """
@@ -71,8 +71,15 @@ class ExportHF(L.Callback):
         self.out_dir = out_dir
         self.merge_lora = merge_lora
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        if getattr(pl_module, "zero3", None) is not None and not self.merge_lora:
+            raise ValueError("ExportHF.merge_lora: export under ZeRO-3 saves merged weights only (set it to true)")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        # on_train_end, not on_fit_end: teardown (between the two) moves the module to CPU, which under ZeRO-3 splits
+        # persistent and gathered parameters across devices
         zero3 = getattr(pl_module, "zero3", None) is not None
         if zero3 or trainer.is_global_zero:  # under ZeRO-3 every rank takes part in the gathers
             out = export_hf(pl_module.policy, pl_module.processor, self.out_dir, self.merge_lora, zero3=zero3)
             rank_zero_info(f"exported the policy to {out} (loads with AutoModelForImageTextToText.from_pretrained)")
+        trainer.strategy.barrier("export")  # no rank reads the directory before it is complete

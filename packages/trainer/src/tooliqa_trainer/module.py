@@ -44,7 +44,7 @@ from tooliqa_trainer.policy import engine_weights, load_policy, make_reference, 
 from tooliqa_trainer.schedule import make_lr_lambda
 from tooliqa_trainer.scoring import reward_inputs, score_global_batch
 from tooliqa_trainer.validation import HeldOutResult, held_out_result
-from tooliqa_trainer.zero3 import hf_zero3_loading, wrap_reference, zero3_config
+from tooliqa_trainer.zero3 import check_zero3_setup, hf_zero3_loading, wrap_reference, zero3_config
 
 __all__ = ["GRPOModule"]
 
@@ -94,6 +94,8 @@ class GRPOModule(L.LightningModule):
             return
         self.zero3 = zero3_config(self._trainer)
         if self.zero3 is not None:
+            world = self._trainer.world_size
+            check_zero3_setup(self.rollout_config.engine.name, self.validation_config.readout, world)
             self._hf_zero3 = hf_zero3_loading(self.zero3)  # must outlive every from_pretrained and generate
         self.policy, self.processor = load_policy(self.policy_config)
         self.policy.train()  # from_pretrained returns eval mode; rollouts switch to eval and back themselves
@@ -111,6 +113,13 @@ class GRPOModule(L.LightningModule):
         )
         self.pad_id = self.processor.tokenizer.pad_token_id
         self._restore_engine_seed()  # a checkpoint loaded before the model was configured
+
+    def prepare_data(self) -> None:
+        # Build the tiny kit once per node, outside any ZeRO-3 partitioning context (configure_model runs inside one).
+        if self.policy_config.tiny is not None:
+            from tooliqa_agent.tiny_model import ensure_tiny_qwen3vl
+
+            ensure_tiny_qwen3vl(self.policy_config.path, self.policy_config.tiny)
 
     def build_engine(self) -> Engine:
         """The rollout engine named in the config (``hf`` shares this policy object; ``vllm`` loads the checkpoint)."""

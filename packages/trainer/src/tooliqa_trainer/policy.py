@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from tooliqa_trainer.config import PolicyConfig
-from tooliqa_trainer.zero3 import gathered
+from tooliqa_trainer.zero3 import gathered, reset_partitioned_lora, zero3_loading_active
 
 __all__ = ["engine_weights", "load_policy", "make_reference", "reference_mode", "token_logprobs"]
 
@@ -56,6 +56,8 @@ def load_policy(config: PolicyConfig):
             target_modules=rf".*language_model.*\.({'|'.join(lora.target_modules)})$",
         )
         model = peft.get_peft_model(model, peft_config)
+        if zero3_loading_active():
+            reset_partitioned_lora(model)
     elif config.freeze_vision:
         for param in _base(model).model.visual.parameters():
             param.requires_grad_(False)
@@ -69,6 +71,11 @@ def make_reference(model: nn.Module, config: PolicyConfig, zero3: bool = False) 
     if config.lora is not None:
         return None
     if zero3:
+        if config.random_init:
+            raise ValueError(
+                "PolicyConfig.random_init: under ZeRO-3 the full-fine-tune reference is a second load, which would draw "
+                "other random weights than the policy; use LoRA or ZeRO-2 for random-weight runs"
+            )
         reference, _ = load_policy(dataclasses.replace(config, gradient_checkpointing=False, freeze_vision=False))
     else:
         reference = copy.deepcopy(model)

@@ -22,7 +22,8 @@ from tooliqa_agent.trajectory import Trajectory
 
 __all__ = ["READOUTS", "Readout", "ReadoutContext", "expected_scores", "leading_digit_position", "sampled_scores"]
 
-_ANSWER_NUMBER = re.compile(r"<answer>\s*(\d)")
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)  # as tooliqa_agent.protocol.parse_score reads it
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 Readout = Callable[[Sequence[Sequence[Trajectory]], "ReadoutContext"], list[float | None]]
 """``(groups [B][G], context) -> [B]`` predicted scores (None: no valid sample)."""
@@ -35,8 +36,7 @@ class ReadoutContext:
         self.model = model
         self.processor = processor
         self.digits = list(range(int(min_score), int(max_score) + 1))
-        tokenizer = processor.tokenizer
-        self.digit_ids = [int(tokenizer.convert_tokens_to_ids(str(d))) for d in self.digits]
+        """Leading digits the score range admits (one token each: the range must lie within [0, 9])."""
 
 
 def sampled_scores(groups: Sequence[Sequence[Trajectory]], context: ReadoutContext) -> list[float | None]:
@@ -45,10 +45,11 @@ def sampled_scores(groups: Sequence[Sequence[Trajectory]], context: ReadoutConte
 
 
 def leading_digit_position(trajectory: Trajectory, tokenizer) -> int | None:
-    """Index in ``input_ids`` of the final answer's leading digit, or None.
+    """Index in ``input_ids`` of the final score's leading digit, or None.
 
-    None when the trajectory has no valid score or the digit shares its token with other text (Qwen's tokenizers
-    split numbers into single digits, so this only happens with unusual vocabularies).
+    The score is found as the protocol parses it (the last ``<answer>`` block, its first number). None when the
+    trajectory has no valid score, the number's integer part is not one digit (``05``, ``-1``), or the digit shares
+    its token with other text (Qwen's tokenizers split numbers into single digits).
     """
     if trajectory.score is None:
         return None
@@ -60,16 +61,17 @@ def leading_digit_position(trajectory: Trajectory, tokenizer) -> int | None:
     positions = generated[start:]
     pieces = [tokenizer.decode([int(trajectory.input_ids[p])]) for p in positions]
     text = "".join(pieces)
-    matches = list(_ANSWER_NUMBER.finditer(text))
-    if not matches:
+    answers = list(_ANSWER.finditer(text))
+    number = _NUMBER.search(answers[-1].group(1)) if answers else None
+    if number is None or not re.fullmatch(r"\d(?:\.\d+)?", number.group()):
         return None
-    match = matches[-1]
+    start = answers[-1].start(1) + number.start()
     offset = 0
     for position, piece in zip(positions, pieces):
-        if offset == match.start(1):
-            return position if piece == match.group(1) else None
+        if offset == start:
+            return position if piece == number.group()[0] else None
         offset += len(piece)
-        if offset > match.start(1):
+        if offset > start:
             return None
     return None
 
@@ -91,19 +93,20 @@ def expected_scores(
         if p is None and t.score is not None:
             per_image[b].append(t.score)  # nothing to read out: keep the sampled score
     device = next(context.model.parameters()).device
-    digit_ids = torch.tensor(context.digit_ids, device=device)
+    digit_ids = torch.tensor([int(tokenizer.convert_tokens_to_ids(str(d))) for d in context.digits], device=device)
     values = torch.tensor(context.digits, dtype=torch.float32, device=device)
     pad_id = tokenizer.pad_token_id
     for k in range(0, len(readable), micro_batch):
         chunk = readable[k : k + micro_batch]
         batch = collate([t for _, t, _ in chunk], context.processor, pad_id).to(device)
-        logits = context.model(**batch.model_inputs(), use_cache=False).logits
+        # logits only where a digit is predicted: [n, K, V] with K ≤ n positions, not [n, L, V]
+        kept, column = torch.unique(torch.tensor([p - 1 for _, _, p in chunk], device=device), return_inverse=True)
+        logits = context.model(**batch.model_inputs(), use_cache=False, logits_to_keep=kept).logits
         rows = torch.arange(len(chunk), device=device)
-        before = torch.tensor([p - 1 for _, _, p in chunk], device=device)
-        probabilities = logits[rows, before][:, digit_ids].float().softmax(-1)  # [n, digits]
+        probabilities = logits[rows, column][:, digit_ids].float().softmax(-1)  # [n, digits], temperature 1
         expectation = (probabilities * values).sum(-1).tolist()
-        for (b, t, p), expected in zip(chunk, expectation):
-            sampled_digit = int(tokenizer.decode([int(t.input_ids[p])]))
+        for (b, t, _), expected in zip(chunk, expectation):
+            sampled_digit = int(t.score)  # the located number is the parsed score, integer part one digit
             per_image[b].append(t.score - sampled_digit + expected)
     return [_mean(scores) for scores in per_image]
 

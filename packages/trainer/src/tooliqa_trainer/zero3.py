@@ -9,8 +9,12 @@ Under ZeRO-3 every parameter is a placeholder outside a gather, so four things t
   placeholders), wrapped by ``deepspeed.initialize`` without an optimizer so its forward gathers its layers;
 * the weight push to vLLM and the export — each parameter is gathered while it is read (LoRA: all at once, since a
   partitioned adapter cannot be merged);
-* ``generate`` with the hf engine — transformers turns on ``synced_gpus`` by itself when ZeRO-3 is enabled on more
-  than one rank (every rank must keep stepping until all are done).
+* LoRA — peft initialises its new adapters on placeholders, where ``zeros_``/``kaiming_`` do nothing; the adapters are
+  re-initialised gathered, or ``lora_B`` would start random and the policy would not start at the checkpoint.
+
+On one GPU the hf engine can roll out from the partitioned policy (transformers gathers layer by layer). On several
+ranks it cannot: each rank calls ``generate`` once per turn until its own trajectories end, and a rank that finishes
+early would leave the others waiting in their gathers — :func:`check_zero3_setup` refuses it (use the vLLM engine).
 
 deepspeed and transformers' DeepSpeed integration are imported only when ZeRO-3 is actually configured.
 """
@@ -23,7 +27,15 @@ from contextlib import nullcontext
 
 from torch import nn
 
-__all__ = ["gathered", "hf_zero3_loading", "inference_config", "wrap_reference", "zero3_config"]
+__all__ = [
+    "check_zero3_setup",
+    "gathered",
+    "hf_zero3_loading",
+    "inference_config",
+    "reset_partitioned_lora",
+    "wrap_reference",
+    "zero3_config",
+]
 
 
 def zero3_config(trainer) -> dict | None:
@@ -86,3 +98,42 @@ def wrap_reference(reference: nn.Module, config: dict) -> nn.Module:
     engine, *_ = deepspeed.initialize(model=reference, config=inference_config(config, text_config.hidden_size))
     engine.module.eval()
     return engine.module
+
+
+def zero3_loading_active() -> bool:
+    """True while an ``HfDeepSpeedConfig`` with stage 3 is alive (i.e. inside a ZeRO-3 run's model loading)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
+def reset_partitioned_lora(model: nn.Module) -> None:
+    """Re-run peft's adapter initialisation (``lora_B`` = 0, ``lora_A`` Kaiming) on the gathered adapters; rank 0's
+    values are kept on every rank."""
+    import deepspeed
+    from peft.tuners.lora import LoraLayer
+
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        adapters = [param for name, param in module.named_parameters() if "lora_" in name]
+        with deepspeed.zero.GatheredParameters(adapters, modifier_rank=0):
+            for adapter in module.lora_A:
+                module.reset_lora_parameters(adapter, True)
+
+
+def check_zero3_setup(engine: str, readout: str, world_size: int) -> None:
+    """Refuse ZeRO-3 combinations that would hang on several ranks: the hf engine (per-rank generate loops) and the
+    ``expected`` readout (per-rank forward counts)."""
+    if world_size <= 1:
+        return
+    if engine == "hf":
+        raise ValueError(
+            "rollout.engine.name: the hf engine cannot roll out under ZeRO-3 on several ranks (ranks run different "
+            "numbers of generate calls and deadlock in the parameter gathers); use the vllm engine or ZeRO-2"
+        )
+    if readout == "expected":
+        raise ValueError(
+            "validation.readout: 'expected' runs a different number of policy forwards per rank, which deadlocks "
+            "under ZeRO-3 on several ranks; use 'sampled' or ZeRO-2"
+        )
