@@ -110,3 +110,13 @@ def test_zero3_refuses_what_would_deadlock_or_diverge(tiny_model_dir):
     random_full = PolicyConfig(path=str(tiny_model_dir), dtype="float32", random_init=True)
     with pytest.raises(ValueError, match="random_init"):
         make_reference(torch.nn.Linear(1, 1), random_full, zero3=True)
+
+
+def test_zero3_dtype_must_match_the_deepspeed_precision():
+    from tooliqa_trainer.zero3 import check_zero3_dtype
+
+    check_zero3_dtype({"bf16": {"enabled": True}}, "bfloat16")
+    check_zero3_dtype({"fp16": {"enabled": True}}, "float16")
+    check_zero3_dtype({"bf16": {"enabled": False}}, "float32")
+    with pytest.raises(ValueError, match="policy.dtype is 'bfloat16'.*float32"):
+        check_zero3_dtype({}, "bfloat16")

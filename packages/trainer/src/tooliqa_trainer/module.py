@@ -23,7 +23,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 
 import lightning as L
 import torch
@@ -44,7 +44,7 @@ from tooliqa_trainer.policy import engine_weights, load_policy, make_reference, 
 from tooliqa_trainer.schedule import make_lr_lambda
 from tooliqa_trainer.scoring import reward_inputs, score_global_batch
 from tooliqa_trainer.validation import HeldOutResult, held_out_result
-from tooliqa_trainer.zero3 import check_zero3_setup, hf_zero3_loading, wrap_reference, zero3_config
+from tooliqa_trainer.zero3 import check_zero3_dtype, check_zero3_setup, hf_zero3_loading, wrap_reference, zero3_config
 
 __all__ = ["GRPOModule"]
 
@@ -96,6 +96,7 @@ class GRPOModule(L.LightningModule):
         if self.zero3 is not None:
             world = self._trainer.world_size
             check_zero3_setup(self.rollout_config.engine.name, self.validation_config.readout, world)
+            check_zero3_dtype(self.zero3, self.policy_config.dtype)
             self._hf_zero3 = hf_zero3_loading(self.zero3)  # must outlive every from_pretrained and generate
         self.policy, self.processor = load_policy(self.policy_config)
         self.policy.train()  # from_pretrained returns eval mode; rollouts switch to eval and back themselves
@@ -156,7 +157,9 @@ class GRPOModule(L.LightningModule):
         trajectories = [t for group in groups for t in group]
         loss_stats = self.update(trajectories, advantages.flatten(), beta, timer)
         with timer("sync"):
-            self.engine.update_weights(engine_weights(self.policy, zero3=self.zero3 is not None))
+            # closing(): the stream's unmerge / gathers end here even if an engine stops reading early
+            with closing(engine_weights(self.policy, zero3=self.zero3 is not None)) as weights:
+                self.engine.update_weights(weights)
         self.log_step(trajectories, rewards, loss_stats, timer)
 
     @torch.no_grad()

@@ -29,6 +29,7 @@ from torch import nn
 
 __all__ = [
     "check_zero3_setup",
+    "check_zero3_dtype",
     "gathered",
     "hf_zero3_loading",
     "inference_config",
@@ -136,4 +137,20 @@ def check_zero3_setup(engine: str, readout: str, world_size: int) -> None:
         raise ValueError(
             "validation.readout: 'expected' runs a different number of policy forwards per rank, which deadlocks "
             "under ZeRO-3 on several ranks; use 'sampled' or ZeRO-2"
+        )
+
+
+def check_zero3_dtype(config: dict, dtype: str) -> None:
+    """Under ZeRO-3 the DeepSpeed config's precision, not ``PolicyConfig.dtype``, sets the dtype the weights are
+    partitioned in (``zero.Init`` casts them): refuse a disagreement instead of training in an unexpected dtype."""
+    if (config.get("bf16") or {}).get("enabled"):
+        partitioned = "bfloat16"
+    elif (config.get("fp16") or {}).get("enabled"):
+        partitioned = "float16"
+    else:
+        partitioned = "float32"
+    if partitioned != dtype:
+        raise ValueError(
+            f"policy.dtype is {dtype!r} but the ZeRO-3 config partitions the weights in {partitioned} (its bf16/fp16 "
+            f"sections, set from trainer.precision): make them agree"
         )
