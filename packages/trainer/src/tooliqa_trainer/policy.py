@@ -117,23 +117,33 @@ def engine_weights(model: nn.Module, zero3: bool = False) -> Iterator[tuple[str,
     """Full-model weights under transformers parameter names, for ``Engine.update_weights`` (and the export).
 
     A generator: nothing happens unless the engine consumes it (the hf engine shares the policy and does not). With
-    LoRA the adapters are merged while the weights stream and unmerged afterwards (SPEC §6: merge → push → unmerge).
-    Under ZeRO-3 (``zero3``; every rank must consume it, in the same order) each tensor is gathered while it is
-    yielded — with LoRA the whole model at once, since a partitioned adapter cannot be merged.
+    LoRA each adapted layer is merged while its weights stream and unmerged right after (SPEC §6: merge → push →
+    unmerge), so at most one layer is merged at a time. Under ZeRO-3 (``zero3``; every rank must consume the stream
+    in the same order) each module's own parameters are gathered only while they are yielded — an adapted layer
+    together with its adapters, since a partitioned adapter cannot be merged — never the whole model.
     """
-    peft_model = model if hasattr(model, "merge_adapter") else None
-    with gathered(model.parameters(), zero3 and peft_model is not None):
-        if peft_model is not None:
-            peft_model.merge_adapter()
+    adapted: str | None = None  # prefix of the LoRA layer whose subtree was already streamed
+    for prefix, module in _base(model).named_modules():
+        if adapted is not None and prefix.startswith(adapted + "."):
+            continue
+        if hasattr(module, "merge") and hasattr(module, "lora_A"):  # a peft LoRA layer
+            adapted = prefix
+            yield from _merged_layer(prefix, module, zero3)
+            continue
+        for name, param in module.named_parameters(prefix=prefix, recurse=False):
+            with gathered([param], zero3):
+                yield name, param.detach()
+
+
+def _merged_layer(prefix: str, layer: nn.Module, zero3: bool) -> Iterator[tuple[str, Tensor]]:
+    """One LoRA layer's base weights with its adapters merged in, under the base layer's transformers names."""
+    with gathered(layer.parameters(), zero3):
+        layer.merge()
         try:
-            for name, param in _base(model).named_parameters():
-                if "lora_" in name:
-                    continue
-                with gathered([param], zero3 and peft_model is None):
-                    yield name.replace(".base_layer", ""), param.detach()
+            for name, param in layer.base_layer.named_parameters(prefix=prefix):
+                yield name, param.detach()
         finally:
-            if peft_model is not None:
-                peft_model.unmerge_adapter()
+            layer.unmerge()
 
 
 def _base(model: nn.Module) -> nn.Module:

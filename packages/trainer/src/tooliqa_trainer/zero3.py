@@ -7,8 +7,8 @@ Under ZeRO-3 every parameter is a placeholder outside a gather, so four things t
   exists (transformers keeps a weak reference to it), so the module holds one for the whole run;
 * the full-fine-tune reference — a second ``from_pretrained`` (partitioned the same way, not a ``deepcopy`` of
   placeholders), wrapped by ``deepspeed.initialize`` without an optimizer so its forward gathers its layers;
-* the weight push to vLLM and the export — each parameter is gathered while it is read (LoRA: all at once, since a
-  partitioned adapter cannot be merged);
+* the weight push to vLLM and the export — each module's parameters are gathered only while they are read (a LoRA
+  layer together with its adapters, merged then unmerged: a partitioned adapter cannot be merged);
 * LoRA — peft initialises its new adapters on placeholders, where ``zeros_``/``kaiming_`` do nothing; the adapters are
   re-initialised gathered, or ``lora_B`` would start random and the policy would not start at the checkpoint.
 
