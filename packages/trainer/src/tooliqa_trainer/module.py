@@ -85,6 +85,7 @@ class GRPOModule(L.LightningModule):
         self._engine_seed_offset: int | None = None
         self.zero3: dict | None = None
         """The DeepSpeed config when training under ZeRO-3 (partitioned parameters), else None."""
+        self._hf_zero3 = None  # under ZeRO-3: the HfDeepSpeedConfig that must outlive every from_pretrained
 
     # ----------------------------------------------------------------------------------------------- setup
     def configure_model(self) -> None:
@@ -97,7 +98,7 @@ class GRPOModule(L.LightningModule):
             world = self._trainer.world_size
             check_zero3_setup(self.rollout_config.engine.name, self.validation_config.readout, world)
             check_zero3_dtype(self.zero3, self.policy_config.dtype)
-            self._hf_zero3 = hf_zero3_loading(self.zero3)  # must outlive every from_pretrained and generate
+            self._hf_zero3 = hf_zero3_loading(self.zero3)
         self.policy, self.processor = load_policy(self.policy_config)
         self.policy.train()  # from_pretrained returns eval mode; rollouts switch to eval and back themselves
         if self.beta_schedule.max_value > 0:
