@@ -276,3 +276,28 @@ def test_group_size_must_be_positive(tiny_model):
         agent.rollout([ORIGINAL], 0, SamplingConfig())
     with pytest.raises(ValueError, match="image 0"):
         agent.rollout([torch.zeros(96, 128)], 1, SamplingConfig())
+
+
+def test_tools_work_on_the_full_resolution_original(tiny_model):
+    """SPEC §3: the global view is pre-sized, but the magnifier crops (and gamma corrects) the original's own pixels,
+    so a magnified view holds detail the pre-sized view averaged away; each view is planned inside the processor's
+    bounds (the tiny kit: 1,024–16,384 pixels) and never resized a second time."""
+    from tooliqa_agent.vision import pixel_bounds, presized_shape
+    from tooliqa_tools import MagnifierConfig, gamma_correct, magnify, resize
+
+    processor, _ = tiny_model
+    low, high = pixel_bounds(processor)
+    # 512 × 512 with a checkerboard of 4-px cells: grey in the 128 × 128 global view, clear in a quarter crop
+    cells = torch.arange(512) // 4
+    checker = ((cells[:, None] + cells[None, :]) % 2 * 255).to(torch.uint8).expand(3, 512, 512).contiguous()
+    _, _, [t] = run(processor, [[RUBRIC, MAGNIFY, GAMMA, ANSWER]], images=(checker,))
+    global_view, zoomed, corrected = t.images
+    assert tuple(global_view.shape[1:]) == presized_shape(512, 512, processor) == (128, 128)
+    assert zoomed.float().std() > 1.5 * global_view.float().std()  # the crop kept more of the pattern
+    expected = magnify(checker, [0, 0, 500, 500], MagnifierConfig(min_pixels=low, max_pixels=high))[0]
+    assert torch.equal(zoomed, expected.contiguous())  # cropped from the original, not from the global view
+    assert t.turns[2].view.box == (0, 0, 256, 256)  # in the original's pixels
+    assert torch.equal(corrected, resize([gamma_correct(checker, 0.5)], (128, 128))[0].contiguous())
+    for view in (zoomed, corrected):
+        assert low <= view.shape[1] * view.shape[2] <= high
+        assert presized_shape(view.shape[1], view.shape[2], processor) == tuple(view.shape[1:])

@@ -19,7 +19,8 @@ from tooliqa_tools import (
     tensor_to_pil,
 )
 
-PIXEL = MagnifierConfig(coords="pixel")
+PIXEL = MagnifierConfig(min_pixels=1, coords="pixel")
+SMALL = MagnifierConfig(min_pixels=1024)  # a tiny processor's minimum: small test images keep their scale
 
 
 def noise(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -70,7 +71,7 @@ def test_upscaled_view_within_two_levels_of_pil_bicubic(content, box):
 
 def test_downscaled_view_within_two_levels_of_pil_bicubic_on_photo_content():
     image = smooth(480, 640)
-    config = MagnifierConfig(coords="pixel", max_pixels=256 * 192)  # the pixel budget forces a shrink
+    config = MagnifierConfig(min_pixels=1, coords="pixel", max_pixels=256 * 192)  # the pixel budget forces a shrink
     plan = plan_crop([0, 0, 640, 480], 480, 640, config)
     assert plan.size == (192, 256)
     [view] = magnify(image, [0, 0, 640, 480], config)
@@ -91,18 +92,20 @@ def test_float_path_matches_uint8_path():
 def test_batch_equals_single_calls_and_keeps_order():
     batch = torch.stack([noise(96, 128, seed=s) for s in range(4)])
     boxes = [[0, 0, 500, 500], [100, 100, 900, 900], [0, 0, 500, 500], [0, 0, 1000, 1000]]
-    views = magnify(batch, boxes)
+    views = magnify(batch, boxes, SMALL)
     assert [tuple(v.shape) for v in views] == [(3, 96, 128), (3, 96, 128), (3, 96, 128), (3, 96, 128)]
     for image, box, view in zip(batch, boxes, views):
-        assert torch.equal(view, magnify(image, box)[0])
+        assert torch.equal(view, magnify(image, box, SMALL)[0])
     assert torch.equal(views[3], batch[3])  # the whole image at its own size is itself
-    assert all(torch.equal(a, b) for a, b in zip(magnify(batch, torch.tensor(boxes)), views))
+    assert all(torch.equal(a, b) for a, b in zip(magnify(batch, torch.tensor(boxes), SMALL), views))
 
 
 def test_images_of_different_sizes():
     images = [noise(96, 128), noise(64, 64, seed=1), noise(200, 50, seed=2)]
-    views = magnify(images, [[0, 0, 500, 500]] * 3)
+    views = magnify(images, [[0, 0, 500, 500]] * 3, SMALL)
     assert [tuple(v.shape) for v in views] == [(3, 96, 128), (3, 64, 64), (3, 192, 64)]
+    # Qwen3-VL's processor keeps ≥ 65,536 pixels: each view is planned up to that minimum in its one resize
+    assert all(v.shape[1] * v.shape[2] >= 65_536 for v in magnify(images, [[0, 0, 500, 500]] * 3))
 
 
 def test_bad_boxes_name_the_image():

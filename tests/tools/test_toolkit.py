@@ -81,7 +81,7 @@ def test_run_mixes_tools_sizes_and_failures():
 
 
 def test_run_reports_the_region_actually_cropped():
-    toolkit = make_toolkit("magnifier")
+    toolkit = make_toolkit("magnifier", magnifier=MagnifierConfig(min_pixels=1024))
     [view] = toolkit.run([image(100, 200)], [ToolCall("magnifier", '{"bbox_2d": [0, 0, 10, 10]}')])
     assert view.box == (0, 0, 28, 28)  # grown to the 28 px minimum
     assert view.description == "Magnified view of region [0, 0, 140, 280] of the original image."
@@ -89,8 +89,20 @@ def test_run_reports_the_region_actually_cropped():
 
 
 def test_gamma_views_are_resized_to_multiples_of_32():
-    [view] = make_toolkit("gamma").run([image(100, 150)], [ToolCall("gamma_corrector", '{"mode": "brighten"}')])
+    small = make_toolkit("gamma", gamma=GammaConfig(min_pixels=1024))
+    [view] = small.run([image(100, 150)], [ToolCall("gamma_corrector", '{"mode": "brighten"}')])
     assert view.image.shape == (3, 96, 160)
+
+
+def test_gamma_views_are_planned_inside_the_pixel_bounds_in_one_resize():
+    # 100 × 150 is below Qwen3-VL's 65,536-pixel minimum: the corrected view is enlarged as smart_resize would
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    [view] = make_toolkit("gamma").run([image(100, 150)], [ToolCall("gamma_corrector", '{"mode": "brighten"}')])
+    assert tuple(view.image.shape[1:]) == smart_resize(100, 150, 32, 65_536, 16_777_216)
+    budget = make_toolkit("gamma", gamma=GammaConfig(min_pixels=1024, max_pixels=64 * 64))
+    [view] = budget.run([image(300, 200)], [ToolCall("gamma_corrector", '{"mode": "darken"}')])
+    assert tuple(view.image.shape[1:]) == smart_resize(300, 200, 32, 1024, 64 * 64) == (64, 32)
 
 
 def test_run_rejects_disabled_tools_per_slot_and_bad_originals_loudly():

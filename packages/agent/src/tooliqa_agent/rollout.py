@@ -2,6 +2,10 @@
 
 All live trajectories advance together: one ``engine.generate`` per turn over every trajectory still running (finished
 ones drop out), then ONE batched ``Toolkit.run`` for every tool call of that turn, on the engine's device.
+
+The model's first view is the original pre-sized into the processor's pixel bounds; the tools always work on the
+full-resolution original (SPEC §3), and each tool plans its view inside the same bounds in one resize, so a magnified
+view holds detail the pre-sized global view has averaged away and no view is ever resized twice.
 """
 
 from __future__ import annotations
@@ -55,9 +59,7 @@ class Agent:
         self.engine = engine
         self.processor = processor
         self.protocol = protocol = protocol if protocol is not None else ProtocolConfig()
-        # the magnifier's view must fit the processor's budget too, so no view is ever resized again
-        budget = min(protocol.magnifier.max_pixels, pixel_bounds(processor)[1])
-        self.toolkit = replace(protocol, magnifier=replace(protocol.magnifier, max_pixels=budget)).make_toolkit()
+        self.toolkit = replace(protocol, **_views_inside(protocol, processor)).make_toolkit()
         self.chat = ChatTokens(processor, self.toolkit.schemas() if protocol.tools_on else None)
         self._first = self.chat.first_prompt(protocol.prompts.first_user(protocol.rubric, protocol.tools_on))
         self._grammars: dict[TurnKind, str] = {}
@@ -65,7 +67,7 @@ class Agent:
         self._vision_ids = frozenset(int(processor.tokenizer.convert_tokens_to_ids(token)) for token in vision)
 
     def prepare_image(self, image: torch.Tensor) -> torch.Tensor:
-        """Resize an original uint8 [3, H, W] to multiples of 32 within the processor's pixel bounds."""
+        """The global view of an original uint8 [3, H, W]: multiples of 32 within the processor's pixel bounds."""
         return prepare_image(image, self.processor)
 
     def _grammar(self, kind: TurnKind) -> str | None:
@@ -82,24 +84,27 @@ class Agent:
     ) -> list[list[Trajectory]]:
         """Assess every image ``group_size`` times: trajectories ``[B][G]``.
 
-        ``images``: uint8 [3, H, W] originals of any size (pre-sized here). Bad input raises ``ValueError`` naming
-        the image; a bad model output never raises: it ends that trajectory with a ``failure``.
+        ``images``: uint8 [3, H, W] originals of any size, at full resolution: the model's global view is pre-sized
+        here, the tools work on these pixels. Bad input raises ``ValueError`` naming the image; a bad model output
+        never raises: it ends that trajectory with a ``failure``.
         """
         if group_size < 1:
             raise ValueError(f"group_size must be ≥ 1, got {group_size}")
         start = time.perf_counter()
         device = self.engine.device
-        originals = []
+        originals, global_views = [], []
         for b, image in enumerate(images):
             try:
-                originals.append(self.prepare_image(image.to(device)))
+                original = image.to(device)
+                global_views.append(self.prepare_image(original))
             except ValueError as err:
                 raise ValueError(f"image {b}: {err}") from None
+            originals.append(original)
         live = []
-        for b, original in enumerate(originals):
-            first = self.chat.expand(self._first, [original])
+        for b, view in enumerate(global_views):
+            first = self.chat.expand(self._first, [view])
             for g in range(group_size):
-                live.append(_Live(b, g, ProtocolState.start(self.protocol), list(first), [original], len(first)))
+                live.append(_Live(b, g, ProtocolState.start(self.protocol), list(first), [view], len(first)))
         while active := [t for t in live if t.outcome is None]:
             self._generate_turn(active, live, sampling)
             self._run_tools(active, originals)
@@ -153,7 +158,8 @@ class Agent:
         t.turns.append(turn)
 
     def _run_tools(self, active: list[_Live], originals: list[torch.Tensor]) -> None:
-        """Every tool call of this turn in ONE batched ``Toolkit.run``; views (or failures) become the next user turn."""
+        """Every tool call of this turn in ONE batched ``Toolkit.run`` on the full-resolution originals; views (or
+        failures) become the next user turn."""
         calling = [t for t in active if t.pending is not None]
         if not calling:
             return
@@ -168,7 +174,8 @@ class Agent:
             t.tools_s += elapsed
             last = t.turns[-1]
             if isinstance(result, ToolView):
-                view = self.prepare_image(result.image)
+                view = result.image.contiguous()
+                image_grid(view, self.processor)  # planned inside the processor's bounds: never resized again
                 t.turns[-1] = Turn(last.kind, last.text, last.num_tokens, last.finished, call=last.call, view=result)
                 ids = self.chat.next_turn("tool", prompts.observation_text(result.description, remaining), image=True)
                 t.images.append(view)
@@ -200,3 +207,12 @@ class Agent:
             tools_s=t.tools_s,
             total_s=total_s,
         )
+
+
+def _views_inside(protocol: ProtocolConfig, processor) -> dict[str, object]:
+    """The tools' configs with the processor's pixel bounds: its minimum, and the budget capped at its maximum."""
+    low, high = pixel_bounds(processor)
+    return {
+        name: replace(config, min_pixels=low, max_pixels=min(config.max_pixels, high))
+        for name, config in (("magnifier", protocol.magnifier), ("gamma", protocol.gamma))
+    }

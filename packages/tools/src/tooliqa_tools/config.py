@@ -9,6 +9,19 @@ from typing import Literal
 Coords = Literal["qwen1000", "pixel", "unit"]
 COORD_SYSTEMS: tuple[str, ...] = ("qwen1000", "pixel", "unit")
 
+QWEN3_VL_MIN_PIXELS = 65_536
+"""Qwen3-VL-8B-Instruct's ``preprocessor_config.json`` ``shortest_edge``: the fewest pixels its processor keeps."""
+QWEN3_VL_MAX_PIXELS = 16_777_216
+"""Qwen3-VL-8B-Instruct's ``longest_edge``: the most pixels its processor keeps."""
+
+
+def _check_bounds(owner: str, min_pixels: int, max_pixels: int, multiple: int) -> None:
+    if min_pixels < 1 or max_pixels < max(min_pixels, multiple**2):
+        raise ValueError(
+            f"{owner}: need 1 <= min_pixels <= max_pixels and max_pixels >= multiple² = {multiple**2}, "
+            f"got {min_pixels}, {max_pixels}"
+        )
+
 
 @dataclass(frozen=True)
 class MagnifierConfig:
@@ -23,8 +36,12 @@ class MagnifierConfig:
     """Longest/shortest side ratio of the clamped box above which the call fails."""
     max_zoom: float = 4.0
     """Largest upscaling factor of the crop."""
-    max_pixels: int = 16384 * 28 * 28
-    """Pixel budget of the view (the processor's ``max_pixels``)."""
+    min_pixels: int = QWEN3_VL_MIN_PIXELS
+    """Fewest pixels of the view (the processor's minimum; the agent sets it from its processor). A crop whose view
+    would be smaller at the zoom cap takes in more of the original around the box centre, so the view is made in
+    one resize and the processor never resizes it again; only an original too small for that is zoomed past the cap."""
+    max_pixels: int = QWEN3_VL_MAX_PIXELS
+    """Pixel budget of the view (the processor's maximum; the agent sets it from its processor)."""
     multiple: int = 32
     """Both view sides are multiples of this (Qwen3-VL patch 16 × merge 2), so every processor computes one grid."""
 
@@ -42,8 +59,7 @@ class MagnifierConfig:
             raise ValueError(
                 f"MagnifierConfig: min_side * max_zoom must be ≥ multiple, got {self.min_side} * {self.max_zoom}"
             )
-        if self.max_pixels < self.multiple**2:
-            raise ValueError(f"MagnifierConfig.max_pixels must be ≥ multiple² = {self.multiple**2}")
+        _check_bounds("MagnifierConfig", self.min_pixels, self.max_pixels, self.multiple)
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,11 @@ class GammaConfig:
     """Smallest accepted explicit ``gamma``."""
     max_gamma: float = 5.0
     """Largest accepted explicit ``gamma``."""
+    min_pixels: int = QWEN3_VL_MIN_PIXELS
+    """Fewest pixels of the view (the processor's minimum; the agent sets it from its processor)."""
+    max_pixels: int = QWEN3_VL_MAX_PIXELS
+    """Most pixels of the view (the processor's maximum): a larger original's view is resized (bicubic, antialiased)
+    into the bounds after the correction, exactly as the processor would size it, so it is never resized again."""
     multiple: int = 32
     """View sides are multiples of this; an original that is not is resized (bicubic) to the nearest multiples."""
 
@@ -69,6 +90,7 @@ class GammaConfig:
             )
         if self.multiple < 1:
             raise ValueError(f"GammaConfig.multiple must be ≥ 1, got {self.multiple}")
+        _check_bounds("GammaConfig", self.min_pixels, self.max_pixels, self.multiple)
 
 
 DEFAULT_MAGNIFIER = MagnifierConfig()

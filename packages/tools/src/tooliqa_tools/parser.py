@@ -4,13 +4,13 @@ Rules (SPEC §2–3): the call is the turn's last complete block; an unclosed ``
 or a second block that also holds a JSON call is an error (exactly one call per turn — an earlier block that is not
 JSON, e.g. the gate prompt's ``<tool_call>...</tool_call>`` echoed in the reasoning, is ignored). The JSON must be
 ``{"name": <tool>, "arguments": {...}}`` naming an enabled tool with arguments its schema accepts. Every failure
-raises ``ToolError`` with a reason fit to show the model.
+raises ``ToolError`` with a reason fit to show the model. Parsing is linear in the turn's length (model text is
+untrusted: a regex with a lazy ``.*?`` rescans to the end from every unclosed tag, quadratic on hostile text).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING
 
 from tooliqa_tools.errors import ToolError
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from tooliqa_tools.toolkit import Toolkit
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
-_BLOCK = re.compile(re.escape(OPEN) + r"(.*?)" + re.escape(CLOSE), re.DOTALL)
 _CALL_KEYS = ("name", "arguments")
 
 
@@ -35,7 +34,23 @@ def decode_json(content: str) -> object:
         raise ToolError(f"the tool call is not valid JSON ({reason})") from None
 
 
+def _blocks(text: str) -> tuple[list[str], str]:
+    """(contents of the complete blocks, the text after the last one), paired as ``<tool_call>(.*?)</tool_call>``
+    matches left to right, in one forward pass (each ``find`` starts where the previous block ended)."""
+    contents: list[str] = []
+    end = 0
+    while (start := text.find(OPEN, end)) != -1:
+        stop = text.find(CLOSE, start + len(OPEN))
+        if stop == -1:
+            break
+        contents.append(text[start + len(OPEN) : stop])
+        end = stop + len(CLOSE)
+    return contents, text[end:]
+
+
 def _is_call(content: str) -> bool:
+    if not content.startswith("{"):  # only an object can be a call: skip json.loads and its exception
+        return False
     try:
         return isinstance(decode_json(content), dict)
     except ToolError:
@@ -46,17 +61,16 @@ def parse_tool_call(turn_text: str, toolkit: Toolkit) -> ToolCall:
     """The one tool call of an assistant turn, checked against ``toolkit``; raises ``ToolError`` otherwise."""
     if not isinstance(turn_text, str):
         raise ToolError(f"the turn must be text, got {type(turn_text).__name__}")
-    matches = list(_BLOCK.finditer(turn_text))
-    tail = turn_text[matches[-1].end() :] if matches else turn_text
+    blocks, tail = _blocks(turn_text)
     if OPEN in tail:
         raise ToolError(f"a {OPEN} tag is not closed with {CLOSE}")
-    if not matches:
+    if not blocks:
         raise ToolError(f"no {OPEN}...{CLOSE} block in the turn")
-    content = matches[-1].group(1)
+    content = blocks[-1]
     if OPEN in content:
         raise ToolError(f"nested {OPEN} tags; write one {OPEN}{{json}}{CLOSE} block")
     call = decode_json(content.strip())
-    earlier = sum(_is_call(match.group(1).strip()) for match in matches[:-1])
+    earlier = sum(_is_call(block.strip()) for block in blocks[:-1])
     if isinstance(call, list):
         raise ToolError(f"exactly one tool call per turn, got a list of {len(call)}")
     if earlier:

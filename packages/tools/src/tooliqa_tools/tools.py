@@ -11,7 +11,7 @@ import torch
 from tooliqa_tools.config import DEFAULT_GAMMA, DEFAULT_MAGNIFIER, GammaConfig, MagnifierConfig
 from tooliqa_tools.errors import ToolError
 from tooliqa_tools.ops.gamma import GAMMA_CORRECTOR, gamma_correct_many
-from tooliqa_tools.ops.geometry import MAGNIFIER, CropPlan, from_pixels, plan_crop, read_box
+from tooliqa_tools.ops.geometry import MAGNIFIER, CropPlan, fit_pixels, from_pixels, plan_crop, read_box
 from tooliqa_tools.ops.magnify import render_crops
 from tooliqa_tools.ops.resize import resize
 from tooliqa_tools.schemas import ParamSpec, ToolSchema
@@ -145,12 +145,13 @@ class GammaCorrector:
         return float(arguments.get("gamma", default))
 
     def _view_size(self, height: int, width: int) -> tuple[int, int]:
-        multiple = self.config.multiple
-        return max(multiple, round(height / multiple) * multiple), max(multiple, round(width / multiple) * multiple)
+        config = self.config
+        return fit_pixels(height, width, config.min_pixels, config.max_pixels, config.multiple)
 
     def execute(self, originals: Sequence[torch.Tensor], plans: Sequence[float]) -> list[ToolView]:
+        # γ acts on the original's pixels (SPEC §3); the corrected image is then sized into the pixel bounds, in one
+        # resize, exactly as the processor would size it (so it is never resized again).
         views = gamma_correct_many(originals, plans)
-        # ToolView promises sides that are multiples of 32: resize the (rare) originals that are not, per shape.
         groups: dict[tuple, list[int]] = defaultdict(list)
         for index, view in enumerate(views):
             size = self._view_size(*view.shape[-2:])

@@ -17,6 +17,7 @@ from tooliqa_tools.errors import ToolError
 MAGNIFIER = "magnifier"
 # Outward rounding of a fractional box tolerates float noise of coordinate conversion (e.g. 0.1 * 1000 → 100.00000001).
 _EPS = 1e-6
+_GROWTH_STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -115,27 +116,71 @@ def _snap(length: float, cap: float, multiple: int) -> int:
     return snapped
 
 
+def fit_pixels(height: int, width: int, min_pixels: int, max_pixels: int, multiple: int) -> tuple[int, int]:
+    """``(height, width)`` rounded to multiples of ``multiple`` and scaled into ``[min_pixels, max_pixels]``.
+
+    The same arithmetic as the Qwen2/3-VL processors' ``smart_resize``, so an image of this size passes through the
+    transformers and vLLM processors unchanged.
+    """
+    out_h = max(multiple, round(height / multiple) * multiple)
+    out_w = max(multiple, round(width / multiple) * multiple)
+    if out_h * out_w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        out_h = max(multiple, math.floor(height / beta / multiple) * multiple)
+        out_w = max(multiple, math.floor(width / beta / multiple) * multiple)
+    elif out_h * out_w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        out_h = math.ceil(height * beta / multiple) * multiple
+        out_w = math.ceil(width * beta / multiple) * multiple
+    return out_h, out_w
+
+
 def view_size(crop_h: int, crop_w: int, long_side: int, config: MagnifierConfig) -> tuple[int, int]:
     """View ``(height, width)`` of a ``crop_h × crop_w`` crop: longer side → ``long_side``, zoom and pixel caps.
 
     Both caps hold whenever the crop side is ≥ ``min_side`` (guaranteed unless the image itself is smaller), since
-    ``MagnifierConfig`` checks ``min_side * max_zoom >= multiple``.
+    ``MagnifierConfig`` checks ``min_side * max_zoom >= multiple``. The view holds at least ``config.min_pixels``:
+    :func:`plan_crop` grows a crop until the zoom cap allows that; where the original is too small for it the minimum
+    wins over the zoom cap (the processor would enlarge the view anyway, in a second resize).
     """
-    scale = min(long_side / max(crop_h, crop_w), config.max_zoom, math.sqrt(config.max_pixels / (crop_h * crop_w)))
+    area = crop_h * crop_w
+    scale = min(long_side / max(crop_h, crop_w), config.max_zoom, math.sqrt(config.max_pixels / area))
+    scale = max(scale, math.sqrt(config.min_pixels / area))
     target_h, target_w = crop_h * scale, crop_w * scale
-    out_h = _snap(target_h, crop_h * config.max_zoom, config.multiple)
-    out_w = _snap(target_w, crop_w * config.max_zoom, config.multiple)
+    zoom_cap = max(config.max_zoom, scale)
+    out_h = _snap(target_h, crop_h * zoom_cap, config.multiple)
+    out_w = _snap(target_w, crop_w * zoom_cap, config.multiple)
     if out_h * out_w > config.max_pixels:  # rounding up overshot the budget: floor both (≤ target, so within it)
         out_h = max(config.multiple, math.floor(target_h / config.multiple) * config.multiple)
         out_w = max(config.multiple, math.floor(target_w / config.multiple) * config.multiple)
+    elif out_h * out_w < config.min_pixels:  # rounding down undershot the minimum: ceil both (≥ target)
+        out_h = math.ceil(target_h / config.multiple) * config.multiple
+        out_w = math.ceil(target_w / config.multiple) * config.multiple
     return out_h, out_w
+
+
+def _grow_to_area(box: tuple[int, int, int, int], height: int, width: int, area: float) -> tuple[int, int, int, int]:
+    """Grow a pixel box around its centre (keeping its aspect while the image allows) to at least ``area`` pixels."""
+    x1, y1, x2, y2 = box
+    box_h, box_w = y2 - y1, x2 - x1
+    if box_h * box_w >= area:
+        return box
+    factor = math.sqrt(area / (box_h * box_w))
+    new_h = min(height, math.ceil(box_h * factor))
+    new_w = min(width, max(math.ceil(box_w * factor), math.ceil(area / new_h)))
+    new_h = min(height, max(new_h, math.ceil(area / new_w)))
+    x1, x2 = _grow(x1, x2, width, new_w)
+    y1, y2 = _grow(y1, y2, height, new_h)
+    return x1, y1, x2, y2
 
 
 def plan_crop(box: object, height: int, width: int, config: MagnifierConfig) -> CropPlan:
     """Validate ``box`` (in ``config.coords``) against a ``height × width`` original and plan the view.
 
     Order (SPEC §3): 4 finite numbers → pixels → clamp into the image → non-empty → aspect ≤ ``max_aspect`` →
-    outward rounding to whole pixels → grow sides below ``min_side`` around the centre → view size.
+    outward rounding to whole pixels → grow sides below ``min_side`` around the centre → grow the box around its
+    centre until the zoom cap reaches ``min_pixels`` (the processor's minimum: without this the processor would
+    resize the view a second time, past the zoom cap) → view size inside ``[min_pixels, max_pixels]``.
     Raises ``ToolError`` for every bad box; never anything else.
     """
     values = read_box(box)
@@ -155,5 +200,12 @@ def plan_crop(box: object, height: int, width: int, config: MagnifierConfig) -> 
     py1, py2 = _whole_pixels(cy1, cy2, height)
     px1, px2 = _grow(px1, px2, width, config.min_side)
     py1, py2 = _grow(py1, py2, height, config.min_side)
-    size = view_size(py2 - py1, px2 - px1, max(height, width), config)
-    return CropPlan(box=(px1, py1, px2, py2), size=size)
+    box = _grow_to_area((px1, py1, px2, py2), height, width, config.min_pixels / config.max_zoom**2)
+    for _ in range(_GROWTH_STEPS):  # rounding a thin side to its multiple can still need a little more context
+        size = view_size(box[3] - box[1], box[2] - box[0], max(height, width), config)
+        crop_h, crop_w = box[3] - box[1], box[2] - box[0]
+        within_zoom = size[0] <= crop_h * config.max_zoom + _EPS and size[1] <= crop_w * config.max_zoom + _EPS
+        if within_zoom or (crop_h, crop_w) == (height, width):
+            break
+        box = _grow_to_area(box, height, width, 1.25 * crop_h * crop_w)
+    return CropPlan(box=box, size=size)
