@@ -90,3 +90,19 @@ def test_engine_seed_and_registry(tiny_model):
     with pytest.raises(ValueError, match="unknown engine"):
         make_engine(EngineConfig(name="nope"))
     assert "vllm" not in sys.modules  # the vllm engine is imported only when chosen
+
+
+@torch.no_grad()
+def test_every_generation_config_end_token_finishes_a_turn(tiny_model):
+    """The tiny kit's generation config ends on ``<|im_end|>`` and ``<|endoftext|>`` (as Qwen3-VL-8B-Instruct's): a
+    turn forced to ``3<|endoftext|>4 4…`` stops after ``<|endoftext|>`` as a finished turn, exactly as vLLM's would."""
+    processor, model = tiny_model
+    tokenizer = processor.tokenizer
+    im_end, eot, three = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>", "3"])
+    engine = HFEngine(model, processor, constraint_factory=ForcedTurns(tokenizer, {(0, 0): "3<|endoftext|>4 4 4"}))
+    chat = ChatTokens(processor, None)
+    im = image(9, 64, 64)
+    request = GenerationRequest(tuple(chat.expand(chat.first_prompt("Rate it."), [im])), (im,))
+    (completion,) = engine.generate([request], SamplingConfig(temperature=1.0, max_new_tokens=12))
+    assert completion.token_ids == (three, eot) and completion.finished and completion.text == "3"
+    assert len(completion.logprobs) == 2 and engine.end_ids == (im_end, eot)

@@ -1,22 +1,24 @@
 """The vLLM engine without vLLM: constructor and sampling mapping, weight-name mapping, prompt building, and the
 sleep/wake/sync orchestration against a fake ``vllm`` module and a fake ``LLM`` that records every call.
 
-What this does NOT run: a real ``vllm.LLM`` (vLLM is not installable on these machines, SPEC §6). The fake mirrors
-the vLLM 0.33 call surface the engine uses (``reference/rl_stack.md`` §1.7–1.8, §2)."""
+What this does NOT run: a real ``vllm.LLM`` (vLLM is not installable on these machines, SPEC §6). The fake
+(``tests/fake_vllm.py``) reproduces what vllm 0.33's ``LLM`` does where the engine depends on it (seeding, stopping,
+sleep/wake, caches; file:line there) and records what the real one would see."""
 
 from __future__ import annotations
 
+import random
 import sys
-import types
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from fake_vllm import FakeLLM, install
 
 from tooliqa_agent.engines import ENGINES, engine_class
 from tooliqa_agent.engines.vllm import (
     VLLMEngine,
+    construction_scope,
     launcher_env,
     llm_kwargs,
     sampling_kwargs,
@@ -27,56 +29,10 @@ from tooliqa_agent.types import EngineConfig, GenerationRequest, SamplingConfig
 from tooliqa_agent.vision import image_token_count
 
 
-class FakeLLM:
-    """Records calls in order; ``generate`` answers each prompt with the next scripted (token_ids, finished) reply."""
-
-    def __init__(self, replies=()) -> None:
-        self.calls: list[str] = []
-        self.loaded: list[str] = []
-        self.replies = list(replies)
-        model = SimpleNamespace(load_weights=self._load_weights)
-        runner = SimpleNamespace(model=model)
-        self.llm_engine = SimpleNamespace(
-            model_executor=SimpleNamespace(driver_worker=SimpleNamespace(model_runner=runner))
-        )
-
-    def _load_weights(self, weights) -> None:
-        self.calls.append("load_weights")
-        self.loaded.extend(name for name, _ in weights)
-
-    def sleep(self, level: int) -> None:
-        self.calls.append(f"sleep({level})")
-
-    def wake_up(self, tags=None) -> None:
-        self.calls.append(f"wake_up({','.join(tags)})")
-
-    def reset_prefix_cache(self) -> None:
-        self.calls.append("reset_prefix_cache")
-
-    def generate(self, prompts, sampling_params, use_tqdm):
-        self.calls.append("generate")
-        assert use_tqdm is False and len(prompts) == len(sampling_params)
-        self.prompts, self.params = list(prompts), list(sampling_params)
-        outputs = []
-        for _ in prompts:
-            ids = self.replies.pop(0)
-            logprobs = [{token: SimpleNamespace(logprob=-0.5 * (k + 1))} for k, token in enumerate(ids)]
-            outputs.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=ids, logprobs=logprobs)]))
-        return outputs
-
-
 @pytest.fixture
 def fake_vllm(monkeypatch):
-    """A stand-in ``vllm`` package with the three names the engine imports."""
-    vllm = types.ModuleType("vllm")
-    vllm.SamplingParams = lambda **kwargs: SimpleNamespace(**kwargs)
-    vllm.LLM = FakeLLM
-    sampling_params = types.ModuleType("vllm.sampling_params")
-    sampling_params.StructuredOutputsParams = lambda grammar: SimpleNamespace(grammar=grammar)
-    inputs = types.ModuleType("vllm.inputs")
-    inputs.TokensPrompt = dict
-    for name, module in (("vllm", vllm), ("vllm.sampling_params", sampling_params), ("vllm.inputs", inputs)):
-        monkeypatch.setitem(sys.modules, name, module)
+    """A stand-in ``vllm`` package (``tests/fake_vllm.py``)."""
+    install(monkeypatch)
 
 
 def test_registered_and_lazy():
@@ -117,19 +73,19 @@ def test_llm_kwargs_map_the_engine_config():
 
 def test_sampling_kwargs_map_one_to_one():
     sampling = SamplingConfig(temperature=0.9, top_p=0.95, top_k=20, max_new_tokens=512, seed=42)
-    assert sampling_kwargs(sampling, max_tokens=300, seed=49, stop_token_id=7) == {
+    assert sampling_kwargs(sampling, max_tokens=300, seed=49, stop_token_ids=(7, 8)) == {
         "n": 1,
         "temperature": 0.9,
         "top_p": 0.95,
         "top_k": 20,
         "max_tokens": 300,
         "seed": 49,
-        "stop_token_ids": [7],
+        "stop_token_ids": [7, 8],
         "logprobs": 0,
         "detokenize": False,
         "skip_special_tokens": False,
     }
-    assert sampling_kwargs(SamplingConfig(temperature=0.0), 10, 0, 7)["temperature"] == 0.0  # greedy in both
+    assert sampling_kwargs(SamplingConfig(temperature=0.0), 10, 0, [7])["temperature"] == 0.0  # greedy in both
 
 
 def test_weight_names_hand_computed():
@@ -204,8 +160,8 @@ def test_generate_sends_collapsed_prompts_images_and_params(fake_vllm, tiny_mode
     first_params, second_params = (vars(p) for p in llm.params)
     assert first_params.pop("structured_outputs").grammar == 'root ::= "x"'
     assert "structured_outputs" not in second_params
-    assert first_params == sampling_kwargs(sampling, 64, 100, im_end)
-    assert second_params == sampling_kwargs(sampling, min(64, 200 - len(second.prompt_ids)), 102, im_end)
+    assert first_params == sampling_kwargs(sampling, 64, 100, [im_end])
+    assert second_params == sampling_kwargs(sampling, min(64, 200 - len(second.prompt_ids)), 102, [im_end])
 
     assert completions[0].token_ids == (*answer, im_end) and completions[0].finished
     assert completions[0].text == "<thinking>a</thinking><answer>3</answer>"
@@ -241,6 +197,7 @@ def test_sleep_wake_order_around_a_weight_sync(fake_vllm, tiny_model):
         "wake_up(weights)",
         "load_weights",
         "reset_prefix_cache",
+        "reset_encoder_cache",  # vision outputs are cached by image hash: stale after new weights
         "wake_up(kv_cache)",
         "generate",
         "sleep(2)",
@@ -256,3 +213,57 @@ def test_sleep_wake_order_around_a_weight_sync(fake_vllm, tiny_model):
     assert resting.calls == ["sleep(1)", "wake_up(weights)", "wake_up(kv_cache)", "generate"]
     with pytest.raises(ValueError, match="sleep_level"):
         VLLMEngine(resting, processor, max_model_len=100, sleep_level=3)
+
+
+def test_every_generation_config_end_token_finishes_a_turn(fake_vllm, tiny_model):
+    """Qwen3-VL's generation config ends on ``<|im_end|>`` and ``<|endoftext|>``; vLLM stops on both (the second with
+    ``stop_reason=<id>``) and keeps the id as the last token: both are finished turns, the id left out of the text."""
+    processor, _ = tiny_model
+    tokenizer = processor.tokenizer
+    im_end, eot = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    answer = tokenizer.encode("<answer>3</answer>", add_special_tokens=False)
+    llm = FakeLLM(
+        replies=[answer + [eot] + answer, answer + [im_end], answer * 2],
+        eos_token_id=im_end,
+        generation_eos=[im_end, eot],
+    )
+    engine = VLLMEngine(llm, processor, max_model_len=200, sleep_mode=False, eos_token_ids=[im_end, eot])
+    request = GenerationRequest(prompt_ids=(1, 2, 3), images=())
+    room = len(answer) + 1
+    on_eot, on_im_end, cut = engine.generate([request] * 3, SamplingConfig(max_new_tokens=room))
+    assert engine.end_ids == (im_end, eot)
+    assert [p.stop_token_ids for p in llm.params] == [[im_end, eot]] * 3
+    assert on_eot.token_ids == (*answer, eot) and on_eot.finished and on_eot.text == "<answer>3</answer>"
+    assert on_im_end.token_ids == (*answer, im_end) and on_im_end.finished and on_im_end.text == "<answer>3</answer>"
+    assert cut.token_ids == tuple((answer * 2)[:room]) and not cut.finished  # ran out of max_tokens
+
+
+def test_from_config_builds_llm_on_the_cpu_and_keeps_the_callers_rng(fake_vllm, tiny_model_dir, monkeypatch):
+    """Built under a default-device context (what Lightning's tensor_init_context is on a GPU, ``cuda:N``; ``cpu:0``
+    here, which torch reports apart from ``cpu``), the LLM still sees the CPU; its reseeding (vLLM's
+    ``set_random_seed``) leaves the caller's python, numpy and torch RNG streams where they were."""
+    for key, value in launcher_env({}).items():  # from_config fills these in os.environ; keep them test-local
+        monkeypatch.setenv(key, value)
+    random.seed(11)
+    np.random.seed(11)
+    torch.manual_seed(11)
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    expected = (random.random(), float(np.random.rand()), torch.rand(3).tolist())
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    torch.set_rng_state(states[2])
+    config = EngineConfig(name="vllm", model=str(tiny_model_dir), max_model_len=256)
+    with torch.device("cpu", 0):
+        engine = engine_class("vllm").from_config(config)
+    assert (random.random(), float(np.random.rand()), torch.rand(3).tolist()) == expected
+    assert engine.llm.default_device == torch.device("cpu") and torch.get_default_device() == torch.device("cpu")
+    assert engine.llm.engine_args["seed"] == 0 and engine.llm.engine_args["enable_sleep_mode"]
+    assert engine.sleep_level == 2
+    im_end, eot = engine.processor.tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    assert engine.end_ids == (im_end, eot)  # the tiny kit's generation config lists both, as Qwen3-VL's does
+    state = random.getstate(), np.random.get_state()[1].tolist(), torch.get_rng_state()
+    with pytest.raises(ZeroDivisionError), construction_scope():  # restored on the way out of a failed build too
+        FakeLLM(seed=0)
+        raise ZeroDivisionError
+    assert state[0] == random.getstate() and state[1] == np.random.get_state()[1].tolist()
+    assert torch.equal(state[2], torch.get_rng_state())

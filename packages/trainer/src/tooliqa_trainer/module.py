@@ -24,6 +24,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -43,14 +44,23 @@ from tooliqa_trainer.loss import LossStats, make_loss
 from tooliqa_trainer.policy import engine_weights, load_policy, make_reference, reference_mode, token_logprobs
 from tooliqa_trainer.schedule import make_lr_lambda
 from tooliqa_trainer.scoring import reward_inputs, score_global_batch
+from tooliqa_trainer.tool_report import ValidationRow
 from tooliqa_trainer.validation import HeldOutResult, held_out_result
-from tooliqa_trainer.zero3 import check_zero3_dtype, check_zero3_setup, hf_zero3_loading, wrap_reference, zero3_config
+from tooliqa_trainer.zero3 import (
+    check_zero3_dtype,
+    check_zero3_setup,
+    hf_zero3_loading,
+    wrap_reference,
+    zero3_config,
+    zero_init_active,
+)
 
 __all__ = ["GRPOModule"]
 
 
 class GRPOModule(L.LightningModule):
-    """Trains the Tool-IQA policy. Nothing heavy happens in ``__init__``: the model loads in ``configure_model``."""
+    """Trains the Tool-IQA policy. Nothing heavy happens in ``__init__``: the model loads in ``configure_model``, the
+    rollout engine is built at fit start (:meth:`setup_engine`)."""
 
     def __init__(
         self,
@@ -80,17 +90,25 @@ class GRPOModule(L.LightningModule):
         self.beta_schedule = grpo.beta
         self.policy: torch.nn.Module | None = None
         self._reference: list[torch.nn.Module] = []  # a list keeps the frozen copy out of state_dict and optimizer
-        self._val_rows: list[tuple[float | None, float]] = []
+        self._val_rows: list[ValidationRow] = []
+        self.held_out_rows: list[ValidationRow] = []
+        """The last validation pass's rows, every rank's (the tool breakdown reads them)."""
         self.held_out: list[HeldOutResult] = []
         self._engine_seed_offset: int | None = None
+        self.engine: Engine | None = None
+        self._engine_step: int | None = 0
+        """The optimizer step whose policy weights the engine holds; None = other weights than the policy's. 0 at
+        first: the engine loads the checkpoint the policy starts from."""
         self.zero3: dict | None = None
         """The DeepSpeed config when training under ZeRO-3 (partitioned parameters), else None."""
         self._hf_zero3 = None  # under ZeRO-3: the HfDeepSpeedConfig that must outlive every from_pretrained
 
     # ----------------------------------------------------------------------------------------------- setup
     def configure_model(self) -> None:
-        """Load the policy (+ reference), build the rollout engine and the Agent. Idempotent (Lightning calls it per
-        stage)."""
+        """Load the policy (+ reference). Idempotent (Lightning calls it per stage). The engine is not built here:
+        Lightning runs this hook inside ``strategy.tensor_init_context()`` and ``model_sharded_context()``
+        (``lightning/pytorch/trainer/call.py`` ``_call_configure_model``): a default-device context, and under ZeRO-3
+        ``deepspeed.zero.Init``, which would partition vLLM's own modules."""
         if self.policy is not None:
             return
         self.zero3 = zero3_config(self._trainer)
@@ -101,9 +119,23 @@ class GRPOModule(L.LightningModule):
             self._hf_zero3 = hf_zero3_loading(self.zero3)
         self.policy, self.processor = load_policy(self.policy_config)
         self.policy.train()  # from_pretrained returns eval mode; rollouts switch to eval and back themselves
+        if self.policy_config.random_init:
+            self._engine_step = None  # the engine loads the directory's weights, not these random ones
         if self.beta_schedule.max_value > 0:
             reference = make_reference(self.policy, self.policy_config, zero3=self.zero3 is not None)
             self._reference = [] if reference is None else [reference]
+        self.pad_id = self.processor.tokenizer.pad_token_id
+
+    def setup_engine(self) -> None:
+        """Build the rollout engine, the Agent and the assessor once (after ``configure_model``, outside Lightning's
+        init contexts: ``on_fit_start``, or the first validation of a ``validate`` run)."""
+        if self.engine is not None:
+            return
+        if zero_init_active():
+            raise RuntimeError(
+                "GRPOModule.setup_engine: deepspeed.zero.Init is active, it would partition the engine's modules; "
+                "build the engine outside configure_model"
+            )
         self.engine = self.build_engine()
         self.agent = Agent(self.engine, self.processor, self.rollout_config.protocol)
         self.assessor = AgentAssessor(
@@ -113,8 +145,7 @@ class GRPOModule(L.LightningModule):
             readout=self.validation_config.readout,
             model=self.policy,
         )
-        self.pad_id = self.processor.tokenizer.pad_token_id
-        self._restore_engine_seed()  # a checkpoint loaded before the model was configured
+        self._restore_engine_seed()  # a checkpoint loaded before the engine existed
 
     def prepare_data(self) -> None:
         # Build the tiny kit once per node, outside any ZeRO-3 partitioning context (configure_model runs inside one).
@@ -133,9 +164,30 @@ class GRPOModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.zero3 is not None and self._reference:  # after deepspeed.init_distributed: the engine can be built
             self._reference = [wrap_reference(self._reference[0], self.zero3)]  # DeepSpeed places it
-            return
-        for reference in self._reference:
-            reference.to(self.device)
+        else:
+            for reference in self._reference:
+                reference.to(self.device)
+        self.setup_engine()
+
+    def on_validation_start(self) -> None:
+        self.sync_engine()  # the sanity check of a resumed run is the engine's first use
+
+    def on_train_start(self) -> None:
+        self.sync_engine()
+
+    def sync_engine(self) -> None:
+        """Build the engine if needed and push the policy's weights unless it already holds them: after a checkpoint
+        load (under DeepSpeed restored only after ``on_fit_start``) or a random init it holds the directory's."""
+        self.setup_engine()
+        if self._engine_step != self.global_step:
+            self.push_weights()
+
+    def push_weights(self) -> None:
+        """Stream the policy's weights into the engine (a no-op read for ``hf``, which shares the policy)."""
+        # closing(): the stream's unmerge / gathers end here even if an engine stops reading early
+        with closing(engine_weights(self.policy, zero3=self.zero3 is not None)) as weights:
+            self.engine.update_weights(weights)
+        self._engine_step = self.global_step
 
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -152,15 +204,14 @@ class GRPOModule(L.LightningModule):
         timer = _Timer()
         with timer("rollout"):
             groups = self.rollout(batch)
+            self.engine.release()  # vLLM sleeps through the update; the push below wakes its weights only
         with timer("rewards"):
             rewards = self.score(groups, batch)
         advantages = self.advantage_fn(rewards.total.to(torch.float32))  # [B, G]
         trajectories = [t for group in groups for t in group]
         loss_stats = self.update(trajectories, advantages.flatten(), beta, timer)
         with timer("sync"):
-            # closing(): the stream's unmerge / gathers end here even if an engine stops reading early
-            with closing(engine_weights(self.policy, zero3=self.zero3 is not None)) as weights:
-                self.engine.update_weights(weights)
+            self.push_weights()
         self.log_step(trajectories, rewards, loss_stats, timer)
 
     @torch.no_grad()
@@ -275,6 +326,7 @@ class GRPOModule(L.LightningModule):
             "train/lr": self.lr_schedulers().get_last_lr()[0],
             "train/tool_calls/successful": sum(t.num_successful_calls for t in trajectories) / n,
             "train/tool_calls/failed": sum(t.num_failed_calls for t in trajectories) / n,
+            **{f"train/tool_calls/{name}": count / n for name, count in _calls_by_tool(trajectories).items()},
             "train/parse_failures": sum(t.score is None for t in trajectories) / n,
             "train/score_mean": _mean([t.score for t in trajectories if t.score is not None]),
             "train/response_tokens/mean": lengths.mean().item(),
@@ -284,23 +336,32 @@ class GRPOModule(L.LightningModule):
         self.log_dict(metrics, batch_size=n)
         self.log("reward", metrics["train/reward/total"], prog_bar=True, logger=False, batch_size=n)
         self.log("beta", loss.beta, prog_bar=True, logger=False, batch_size=n)
+        if self.rollout_config.protocol.tools_on:  # the tool-use rate BATE shapes, and calls per image
+            self.log("rho", rewards.stats.rho, prog_bar=True, logger=False, batch_size=n)
+            self.log("calls", metrics["train/tool_calls/successful"], prog_bar=True, logger=False, batch_size=n)
 
     # ----------------------------------------------------------------------------------------------- validation
     def validation_step(self, batch: ImageBatch, batch_idx: int) -> None:
         self.policy.eval()
         assessments = self.assessor(batch.items, batch.images)
-        self._val_rows.extend((a.score, float(m)) for a, m in zip(assessments, batch.mos.tolist()))
+        subsets = getattr(self.trainer.datamodule, "subsets", None) or {}
+        for item, assessment, mos in zip(batch.items, assessments, batch.mos.tolist()):
+            tools = tuple(call.name for call in assessment.tool_calls if call.ok)
+            subset = subsets.get(Path(item.image).resolve())
+            self._val_rows.append(ValidationRow(assessment.score, float(mos), subset, tools))
 
     def on_validation_epoch_end(self) -> None:
         rows = self._gather_rows(self._val_rows)
         self._val_rows = []
-        result = held_out_result(rows, self.global_step, self.validation_config.failure_score)
+        self.held_out_rows = rows
+        pairs = [(row.score, row.mos) for row in rows]
+        result = held_out_result(pairs, self.global_step, self.validation_config.failure_score)
         self.held_out.append(result)
         if not self.trainer.sanity_checking:
             self.log_dict(result.log("val"), rank_zero_only=True)
         rank_zero_info(result.summary())
 
-    def _gather_rows(self, rows: list[tuple[float | None, float]]) -> list[tuple[float | None, float]]:
+    def _gather_rows(self, rows: list[ValidationRow]) -> list[ValidationRow]:
         if not torch.distributed.is_initialized():
             return rows
         parts: list = [None] * torch.distributed.get_world_size()
@@ -332,6 +393,7 @@ class GRPOModule(L.LightningModule):
             self._engine_seed_offset = None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._engine_step = None  # the policy gets the checkpoint's weights: push them before the engine is used
         self._engine_seed_offset = checkpoint.get("engine_seed_offset")
         self._restore_engine_seed()
         rng = checkpoint.get("rng")
@@ -374,6 +436,16 @@ def _pad(rows: Sequence[torch.Tensor], length: int) -> torch.Tensor:
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
     return out
+
+
+def _calls_by_tool(trajectories: Sequence[Trajectory]) -> dict[str, int]:
+    """Successful calls per tool name over the trajectories."""
+    counts: dict[str, int] = {}
+    for trajectory in trajectories:
+        for turn in trajectory.turns:
+            if turn.tool_ok:
+                counts[turn.call.name] = counts.get(turn.call.name, 0) + 1
+    return counts
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -22,6 +22,7 @@ deepspeed and transformers' DeepSpeed integration are imported only when ZeRO-3 
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Iterable
 from contextlib import nullcontext
 
@@ -36,6 +37,7 @@ __all__ = [
     "reset_partitioned_lora",
     "wrap_reference",
     "zero3_config",
+    "zero_init_active",
 ]
 
 
@@ -106,6 +108,17 @@ def zero3_loading_active() -> bool:
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     return is_deepspeed_zero3_enabled()
+
+
+def zero_init_active() -> bool:
+    """True inside a ``deepspeed.zero.Init`` context (Lightning enters one around ``configure_model`` under ZeRO-3).
+
+    Reads the module-level nesting counter ``zero_init_context`` that ``Init.__enter__`` increments and
+    ``__exit__`` decrements (deepspeed 0.19.8 ``runtime/zero/partition_parameters.py:42``, ``:362-381``); without
+    deepspeed imported no such context can be open, and nothing is imported.
+    """
+    module = sys.modules.get("deepspeed.runtime.zero.partition_parameters")
+    return module is not None and module.zero_init_context > 0
 
 
 def reset_partitioned_lora(model: nn.Module) -> None:

@@ -1,9 +1,10 @@
-"""The transformers engine: batched ``generate`` with left padding, stop at ``<|im_end|>``, raw-logit logprobs.
+"""The transformers engine: batched ``generate`` with left padding, stop at an end token, raw-logit logprobs.
 
 The engine of tests, the CPU demo and single-GPU users. It shares the policy module with the trainer (no weight
 copy: ``update_weights`` is a no-op). Logprobs come from ``output_logits=True`` (raw logits; ``output_scores`` are
 post-processed and drift by ~4e-3, ``reference/env_probe.md`` §3) divided by the sampling temperature, the scale the
-trainer's teacher-forced forward uses (SPEC §5).
+trainer's teacher-forced forward uses (SPEC §5). A turn ends on any id of ``stops.end_token_ids`` (``<|im_end|>`` and
+the checkpoint's generation-config EOS ids), the set the ``vllm`` engine stops on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from tooliqa_agent.engines.stops import end_token_ids
 from tooliqa_agent.types import Completion, ConstraintFactory, EngineConfig, GenerationRequest, SamplingConfig
 from tooliqa_agent.vision import image_inputs
 
@@ -39,12 +41,20 @@ class _OnCopy:
 class HFEngine:
     """``model.generate`` over a batch of requests with different image counts and sizes."""
 
-    def __init__(self, model, processor, constraint_factory: ConstraintFactory | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        processor,
+        constraint_factory: ConstraintFactory | None = None,
+        canonical_forced_text: bool = False,
+    ) -> None:
         self.model = model
         self.processor = processor
         self.constraint_factory = constraint_factory
+        self.canonical_forced_text = canonical_forced_text
         tokenizer = processor.tokenizer
-        self.im_end_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        self.end_ids = end_token_ids(tokenizer, model.generation_config.eos_token_id)
+        """Ids that end a turn (``<|im_end|>`` first); generation stops on each of them."""
         self.pad_id = int(tokenizer.pad_token_id)
         self.image_token_id = int(model.config.image_token_id)
         # a generated vision token would be read as an image slot by the next forward: never sample one
@@ -70,7 +80,7 @@ class HFEngine:
                 config.model, dtype=_DTYPES[config.dtype], attn_implementation=config.attn_implementation
             )
             model = model.to(resolve_device(config.device)).eval()
-        return cls(model, processor, constraint_factory)
+        return cls(model, processor, constraint_factory, canonical_forced_text=config.canonical_forced_text)
 
     @property
     def device(self) -> torch.device:
@@ -84,7 +94,9 @@ class HFEngine:
                 XGrammarConstraintFactory,  # xgrammar is heavy: only when asked for
             )
 
-            self.constraint_factory = XGrammarConstraintFactory(self.processor.tokenizer, self.model.config)
+            self.constraint_factory = XGrammarConstraintFactory(
+                self.processor.tokenizer, self.model.config, canonical_forced_text=self.canonical_forced_text
+            )
         constraint = self.constraint_factory(requests, prompt_length)
         return None if constraint is None else _OnCopy(constraint)
 
@@ -135,7 +147,7 @@ class HFEngine:
                 top_k=None if greedy else sampling.top_k,
                 repetition_penalty=1.0,  # a checkpoint's default penalty would break logprob = log_softmax(logits / T)
                 max_new_tokens=sampling.max_new_tokens,
-                eos_token_id=[self.im_end_id],
+                eos_token_id=list(self.end_ids),
                 suppress_tokens=self.suppressed,
                 pad_token_id=self.pad_id,
                 logits_processor=LogitsProcessorList([constraint]) if constraint is not None else None,
@@ -155,8 +167,9 @@ class HFEngine:
         return [self._completion(row, lp) for row, lp in zip(new.tolist(), logprobs.tolist(), strict=True)]
 
     def _completion(self, row: list[int], logprobs: list[float]) -> Completion:
-        finished = self.im_end_id in row
-        end = row.index(self.im_end_id) + 1 if finished else len(row)
+        stop = next((i for i, token in enumerate(row) if token in self.end_ids), None)
+        finished = stop is not None
+        end = stop + 1 if finished else len(row)
         token_ids = tuple(row[:end])
         text = self.processor.tokenizer.decode(token_ids[: end - 1] if finished else token_ids)
         return Completion(token_ids=token_ids, logprobs=tuple(logprobs[:end]), text=text, finished=finished)

@@ -9,8 +9,15 @@ Written against vLLM 0.33's documented API (``reference/rl_stack.md`` §1.7–1.
   ``logprobs_mode="processed_logprobs"``: log_softmax(logits / temperature), the trainer's scale (exact while
   top_p = 1 and top_k = 0, the defaults: a nucleus renormalises them);
 - a turn's grammar goes in as ``StructuredOutputsParams(grammar=…)`` (vLLM's xgrammar backend);
+- a turn ends on any id of :func:`~tooliqa_agent.engines.stops.end_token_ids`, all sent as ``stop_token_ids``: vLLM
+  stops on the tokenizer's EOS with ``stop_reason=None`` and on a stop id with ``stop_reason=<id>``, both with
+  ``finish_reason="stop"`` and the id as the last output token (``v1/core/sched/utils.py:105-112``), so the last
+  token tells a finished turn;
 - ``update_weights`` pushes transformers-named tensors through the driver worker's ``model.load_weights`` then
-  resets the prefix cache; ``release`` sleeps; the order is wake weights → load → wake kv_cache → generate → sleep.
+  resets the prefix and encoder caches; ``release`` sleeps; the order is wake weights → load → wake kv_cache →
+  generate → sleep;
+- building ``LLM`` reseeds every global RNG and needs the default device to be the CPU: :meth:`VLLMEngine.from_config`
+  builds it with both kept as the caller had them (see :func:`construction_scope`).
 
 The engine runs with ``distributed_executor_backend="external_launcher"``: every rank builds its own ``LLM`` after
 ``torch.distributed`` is up (or alone, with single-process defaults), and the model lives in this process, which
@@ -20,11 +27,14 @@ is what makes the ``load_weights`` attribute chain reachable.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 
 from tooliqa_agent.collate import vllm_prompt
+from tooliqa_agent.engines.stops import end_token_ids
 from tooliqa_agent.types import Completion, EngineConfig, GenerationRequest, SamplingConfig
 from tooliqa_tools import tensor_to_pil
 
@@ -65,11 +75,14 @@ def launcher_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {key: value for key, value in defaults.items() if key not in environ}
 
 
-def sampling_kwargs(sampling: SamplingConfig, max_tokens: int, seed: int, stop_token_id: int) -> dict[str, object]:
+def sampling_kwargs(
+    sampling: SamplingConfig, max_tokens: int, seed: int, stop_token_ids: Sequence[int]
+) -> dict[str, object]:
     """Keyword arguments of ``vllm.SamplingParams`` for one request (the grammar is added by the engine).
 
     ``logprobs=0`` returns the sampled token's logprob only; ``detokenize=False`` because the engine decodes with the
-    processor's tokenizer, exactly as the ``hf`` engine does.
+    processor's tokenizer, exactly as the ``hf`` engine does. ``stop_token_ids``: every end id of the turn, explicit
+    rather than left to vLLM's generation-config defaults, so both engines stop on the same set.
     """
     return {
         "n": 1,
@@ -78,11 +91,50 @@ def sampling_kwargs(sampling: SamplingConfig, max_tokens: int, seed: int, stop_t
         "top_k": sampling.top_k,
         "max_tokens": max_tokens,
         "seed": seed,
-        "stop_token_ids": [stop_token_id],
+        "stop_token_ids": list(stop_token_ids),
         "logprobs": 0,
         "detokenize": False,
         "skip_special_tokens": False,
     }
+
+
+@contextmanager
+def construction_scope() -> Iterator[None]:
+    """Where ``vllm.LLM`` is built: the CPU as the default device, and python's, numpy's, torch's and every CUDA
+    device's RNG state restored on exit.
+
+    vLLM's set-up makes device-less CPU tensors (e.g. pinned buffers) that a caller's default-device context (such as
+    Lightning's ``strategy.tensor_init_context()``) would turn into CUDA tensors. Its GPU worker reseeds every global
+    RNG with the engine seed, at start-up and again after profiling (vllm 0.33 ``utils/torch_utils.py:528``
+    ``set_random_seed``, from ``v1/worker/gpu_worker.py:517`` and ``:1094``), which would replace a training run's
+    ``seed_everything`` state.
+    """
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices), torch.device("cpu"):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+def generation_eos(model: str) -> int | list[int] | None:
+    """The ``eos_token_id`` of ``model``'s generation config, found as vLLM finds it: ``generation_config.json``, else
+    the one transformers derives from ``config.json``, else None (vllm 0.33 ``transformers_utils/config.py:1275``)."""
+    import transformers
+
+    try:
+        return transformers.GenerationConfig.from_pretrained(model).eos_token_id
+    except OSError:
+        try:
+            return transformers.GenerationConfig.from_model_config(
+                transformers.AutoConfig.from_pretrained(model)
+            ).eos_token_id
+        except OSError:
+            return None
 
 
 def vllm_weight_name(name: str) -> str | None:
@@ -112,11 +164,22 @@ def vllm_weights(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[
 class VLLMEngine:
     """Colocated vLLM generation with weight sync and sleep/wake.
 
-    ``llm``: a ``vllm.LLM`` (any object with its ``generate``/``sleep``/``wake_up``/``reset_prefix_cache`` and the
-    ``llm_engine.model_executor.driver_worker.model_runner.model`` chain). ``processor``: the checkpoint's processor.
+    ``llm``: a ``vllm.LLM`` (any object with its ``generate``/``sleep``/``wake_up``/``reset_prefix_cache``, the
+    ``llm_engine.reset_encoder_cache`` and the ``llm_engine.model_executor.driver_worker.model_runner.model`` chain).
+    ``processor``: the checkpoint's processor. ``eos_token_ids``: the checkpoint's generation-config ``eos_token_id``
+    (:func:`generation_eos`), which vLLM stops on by itself.
     """
 
-    def __init__(self, llm, processor, *, max_model_len: int, sleep_mode: bool = True, sleep_level: int = 1) -> None:
+    def __init__(
+        self,
+        llm,
+        processor,
+        *,
+        max_model_len: int,
+        sleep_mode: bool = True,
+        sleep_level: int = 2,
+        eos_token_ids: int | Sequence[int] | None = None,
+    ) -> None:
         if sleep_level not in SLEEP_LEVELS:
             raise ValueError(f"vllm engine: sleep_level must be one of {SLEEP_LEVELS}, got {sleep_level}")
         self.llm = llm
@@ -125,7 +188,8 @@ class VLLMEngine:
         self.sleep_mode = sleep_mode
         self.sleep_level = sleep_level
         tokenizer = processor.tokenizer
-        self.im_end_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        self.end_ids = end_token_ids(tokenizer, eos_token_ids)
+        """Ids that end a turn (``<|im_end|>`` first), all sent as ``stop_token_ids``."""
         self.image_token_id = int(tokenizer.convert_tokens_to_ids("<|image_pad|>"))
         self._weights_awake = True
         self._kv_awake = True
@@ -135,11 +199,11 @@ class VLLMEngine:
         state, checkpointed by the trainer."""
 
     @classmethod
-    def from_config(
-        cls, config: EngineConfig, model=None, processor=None, max_images: int = 3, sleep_level: int = 1
-    ) -> VLLMEngine:
-        """Build ``vllm.LLM`` from ``config.model`` (``model`` is ignored: vLLM loads its own copy, then receives
-        the policy's weights through ``update_weights``). ``max_images``: 1 + the protocol's tool rounds."""
+    def from_config(cls, config: EngineConfig, model=None, processor=None, max_images: int = 3) -> VLLMEngine:
+        """Build ``vllm.LLM`` from ``config.model`` inside :func:`construction_scope` (``model`` is ignored: vLLM loads
+        its own copy, then receives the policy's weights through ``update_weights``). ``max_images``: 1 + the
+        protocol's tool rounds. Call it where no ``deepspeed.zero.Init`` is active (it would partition vLLM's
+        modules); the trainer builds the engine at fit start for that reason."""
         import transformers
         from vllm import LLM
 
@@ -147,13 +211,15 @@ class VLLMEngine:
         os.environ.update(launcher_env(os.environ))
         if processor is None:
             processor = transformers.AutoProcessor.from_pretrained(config.model)
-        llm = LLM(**kwargs)
+        with construction_scope():
+            llm = LLM(**kwargs)
         engine = cls(
             llm,
             processor,
             max_model_len=config.max_model_len,
             sleep_mode=config.enable_sleep_mode,
-            sleep_level=sleep_level,
+            sleep_level=config.sleep_level,
+            eos_token_ids=generation_eos(config.model),
         )
         engine._model()  # fail now, not at the first weight sync, if the in-process model is unreachable
         return engine
@@ -189,7 +255,7 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        kwargs = sampling_kwargs(sampling, max_tokens, seed, self.im_end_id)
+        kwargs = sampling_kwargs(sampling, max_tokens, seed, self.end_ids)
         if request.grammar is not None:
             kwargs["structured_outputs"] = StructuredOutputsParams(grammar=request.grammar)
         return SamplingParams(**kwargs)
@@ -223,12 +289,12 @@ class VLLMEngine:
         return completions
 
     def _completion(self, output) -> Completion:
-        """A ``vllm.CompletionOutput`` as a Completion (token ids include the closing ``<|im_end|>``)."""
+        """A ``vllm.CompletionOutput`` as a Completion (token ids include the closing end token)."""
         token_ids = tuple(int(token) for token in output.token_ids)
         if output.logprobs is None or len(output.logprobs) != len(token_ids):
             raise RuntimeError("vllm engine: the output lacks per-token logprobs (SamplingParams.logprobs=0 expected)")
         logprobs = tuple(float(step[token].logprob) for step, token in zip(output.logprobs, token_ids, strict=True))
-        finished = bool(token_ids) and token_ids[-1] == self.im_end_id
+        finished = bool(token_ids) and token_ids[-1] in self.end_ids
         text = self.processor.tokenizer.decode(token_ids[:-1] if finished else token_ids)
         return Completion(token_ids=token_ids, logprobs=logprobs, text=text, finished=finished)
 
@@ -243,11 +309,17 @@ class VLLMEngine:
             self.llm.wake_up(tags=["weights"])
             self._weights_awake = True
         self._model().load_weights(vllm_weights(named_tensors))
-        self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+        # both caches hold results of the old weights: prefix KV, and vision-encoder outputs keyed by image hash
+        # (vllm 0.33 entrypoints/llm.py:832; v1/engine/llm_engine.py:412, which LLM itself does not wrap)
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
         self._weights_valid = True
 
     def release(self) -> None:
-        """Sleep (free weights and KV cache) when sleep mode is on; the next ``generate`` wakes the engine."""
+        """Sleep (free weights and KV cache) when sleep mode is on; the next ``generate`` wakes the engine (after a
+        level-2 sleep only once ``update_weights`` refilled the weights). vLLM 0.33 ``entrypoints/llm.py:839``
+        ``sleep(level)``, ``:872`` ``wake_up(tags)`` with tags ``"weights"`` and ``"kv_cache"``; the scheduler resumes
+        once both are awake (``v1/engine/core.py:1031``)."""
         if not self.sleep_mode or not (self._weights_awake or self._kv_awake):
             return
         self.llm.sleep(level=self.sleep_level)
