@@ -1,7 +1,7 @@
 """Evaluate a Tool-IQA checkpoint (or a base model, zero-shot) on IQA datasets: a thin parser over
 ``tooliqa_trainer.evaluation.run_evaluation``.
 
-    python apps/eval.py --ckpt runs/demo/export --data synthetic=runs/demo/data/held_out:runs/demo/data/held_out/manifest.csv
+    python apps/eval.py --config configs/eval/demo.yaml     # the CPU demo's export on its held-out set
     python apps/eval.py --config configs/eval/paper_table1.yaml --ckpt /models/tool-iqa-8b
     python apps/eval.py --ckpt Qwen/Qwen3-VL-8B-Instruct --data clive=/data/ChallengeDB_release --protocol.tools none
 """
