@@ -11,8 +11,15 @@ reference (24 training / 4 held-out references × every distortion type × 5 lev
    (``tooliqa_rewards.rank_reward``), group advantages, Adam, optional k3 KL to the initial readout. Features raw (as
    the policy sees them) or centred; held-out SRCC of the expected score and its spread.
 
+3. **Hidden evidence** (``--set hidden``, the demo's set: ``tooliqa_data.hidden``) — per subset, the same ridge probe
+   on the state after the ORIGINAL (global) view and after each tool's view, made exactly as the agent makes them
+   (``Agent``'s pixel bounds, tools on the full-resolution original): the measure of whether a tool shows the model
+   evidence its global view hides. Also how well the global view tells the subsets apart (held-out accuracy of a
+   ridge one-vs-rest classifier), which is what a policy needs to call the right tool on the right image.
+
     python benchmarks/demo_probe.py                       # ≈ 1 min on 2 cores
     python benchmarks/demo_probe.py --size 128 --json out.json
+    python benchmarks/demo_probe.py --set hidden          # the hidden-evidence table (BENCHMARKS.md)
 """
 
 from __future__ import annotations
@@ -56,7 +63,25 @@ def answer_states(model_dir: Path, items, prefix: str) -> np.ndarray:
     return np.stack(states)
 
 
-def ridge_srcc(train_x, train_y, test_x, test_y, penalties=(1.0, 10.0, 100.0)) -> float:
+def view_states(model_dir: Path, views: list[torch.Tensor], prefix: str) -> np.ndarray:
+    """``[N, hidden]`` answer-position state for pre-sized uint8 ``[3, h, w]`` views (same prompt as above)."""
+    import transformers
+    from PIL import Image
+
+    processor = transformers.AutoProcessor.from_pretrained(model_dir)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefix
+    states = []
+    for view in views:
+        image = Image.fromarray(view.permute(1, 2, 0).contiguous().numpy())
+        inputs = processor(text=[text], images=[image], return_tensors="pt")
+        with torch.no_grad():
+            states.append(model(**inputs, output_hidden_states=True).hidden_states[-1][0, -1].numpy())
+    return np.stack(states)
+
+
+def ridge_srcc(train_x, train_y, test_x, test_y, penalties=(0.1, 1.0, 10.0, 100.0, 1000.0)) -> float:
     """Best held-out SRCC of ridge fits on standardised features (the penalty is the only choice made on test)."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     a, b = (train_x - mean) / std, (test_x - mean) / std
@@ -102,13 +127,111 @@ def bandit(train_x, train_y, test_x, test_y, *, centred, beta, lr, steps, batch=
     return {"srcc": float(spearmanr(expected, test_y)[0]) if spread > 0 else 0.0, "expected_std": spread}
 
 
+def ridge_accuracy(train_x, train_labels, test_x, test_labels, penalty=10.0) -> float:
+    """Held-out accuracy of a one-vs-rest ridge classifier on standardised features."""
+    classes = sorted(set(train_labels))
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    a, b = (train_x - mean) / std, (test_x - mean) / std
+    targets = np.array([[1.0 if label == c else -1.0 for c in classes] for label in train_labels])
+    w = np.linalg.solve(a.T @ a + penalty * np.eye(a.shape[1]), a.T @ targets)
+    predicted = [classes[k] for k in (b @ w).argmax(1)]
+    return float(np.mean([p == t for p, t in zip(predicted, test_labels)]))
+
+
+HIDDEN_VIEWS = {
+    "original": None,
+    "gamma brighten": {"mode": "brighten"},
+    "magnifier centre half": {"bbox_2d": [250, 250, 750, 750]},
+    "magnifier random box": "random",
+}
+
+
+def hidden_evidence(args) -> dict:
+    """Probe SRCC per subset × view on the hidden-evidence set, and subset separability from the global view."""
+    import json as _json
+
+    from tooliqa_agent import Agent
+    from tooliqa_agent.engines.scripted import ScriptedEngine
+    from tooliqa_agent.tiny_model import TinyModelConfig, build_tiny_qwen3vl
+    from tooliqa_data import load_image
+    from tooliqa_data.hidden import SUBSETS, HiddenEvidenceConfig, make_hidden_evidence_set, read_subsets
+    from tooliqa_tools import ToolCall
+
+    tiny = dict(DEMO_TINY, max_pixels=args.max_pixels)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        model_dir = build_tiny_qwen3vl(work / "tiny", TinyModelConfig(**tiny))
+        import transformers
+
+        processor = transformers.AutoProcessor.from_pretrained(model_dir)
+        agent = Agent(ScriptedEngine(processor, []), processor)  # only its view planning: the agent's bounds
+        parts = {}
+        for part, refs, seed in (("train", args.train_references, 0), ("test", args.held_out_references, 1)):
+            items = make_hidden_evidence_set(work / part, refs, seed, HiddenEvidenceConfig(dark_gain=args.dark_gain))
+            subsets = read_subsets(work / part / "manifest.csv")
+            originals = [load_image(item.image) for item in items]
+            views = {}
+            for view_name, arguments in HIDDEN_VIEWS.items():
+                if arguments is None:
+                    views[view_name] = [agent.prepare_image(o) for o in originals]
+                    continue
+                calls = []
+                for _ in originals:
+                    if arguments == "random":
+                        x1, y1 = rng.integers(0, 700, size=2)
+                        w = rng.integers(150, 1000 - max(x1, y1) + 1)
+                        box = {"bbox_2d": [int(x1), int(y1), int(x1 + w), int(y1 + w)]}
+                        calls.append(ToolCall("magnifier", _json.dumps(box)))
+                    else:
+                        name = "gamma_corrector" if "mode" in arguments else "magnifier"
+                        calls.append(ToolCall(name, _json.dumps(arguments, sort_keys=True)))
+                views[view_name] = [v.image.contiguous() for v in agent.toolkit.run(originals, calls)]
+            prefix = "<thinking></thinking> <answer>"
+            states = {name: view_states(model_dir, vs, prefix) for name, vs in views.items()}
+            labels = [subsets[item.image.resolve()] for item in items]
+            kinds = [item.image.stem.split("_", 1)[1].rsplit("_", 1)[0] for item in items]
+            parts[part] = (states, np.array([item.mos for item in items]), np.array(labels), np.array(kinds))
+    (train_states, train_y, train_s, train_k), (test_states, test_y, test_s, test_k) = parts["train"], parts["test"]
+    table = {}
+    groups = [(subset, train_s == subset, test_s == subset) for subset in SUBSETS]
+    groups += [(f"  {kind}", train_k == kind, test_k == kind) for kind in sorted(set(train_k))]
+    for subset, a, b in groups:
+        table[subset] = {
+            view: ridge_srcc(train_states[view][a], train_y[a], test_states[view][b], test_y[b]) for view in HIDDEN_VIEWS
+        }
+    separability = ridge_accuracy(train_states["original"], list(train_s), test_states["original"], list(test_s))
+    return {
+        "probe": table,
+        "subset_accuracy_from_global_view": separability,
+        "max_pixels": args.max_pixels,
+        "dark_gain": args.dark_gain,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", choices=("distortions", "hidden"), default="distortions", help="which study")
     parser.add_argument("--size", type=int, default=64, help="image side (the demo: 64)")
     parser.add_argument("--steps", type=int, default=150, help="bandit steps")
+    parser.add_argument("--max_pixels", type=int, default=64 * 64, help="hidden: the kit's pixel budget")
+    parser.add_argument("--train_references", type=int, default=24, help="hidden: training references")
+    parser.add_argument("--held_out_references", type=int, default=8, help="hidden: held-out references")
+    parser.add_argument("--dark_gain", type=float, default=0.1, help="hidden: exposure-hidden gain")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.set == "hidden":
+        result = hidden_evidence(args)
+        views = list(HIDDEN_VIEWS)
+        print(f"hidden-evidence probe, held-out SRCC per subset (kit max_pixels {args.max_pixels}):")
+        print(f"  {'subset':16s}" + "".join(f"{v:>24s}" for v in views))
+        for subset, row in result["probe"].items():
+            print(f"  {subset:16s}" + "".join(f"{row[v]:24.3f}" for v in views))
+        print(f"subset accuracy from the global view: {result['subset_accuracy_from_global_view']:.3f}")
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return
 
     from tooliqa_agent.tiny_model import TinyModelConfig, build_tiny_qwen3vl
     from tooliqa_data import make_synthetic_set

@@ -88,6 +88,10 @@ class TinyModelConfig:
     """Image processor upper pixel bound."""
     bpe_vocab_size: int = 600
     """Target size of the trained byte-level BPE vocabulary (specials included)."""
+    protocol_vocabulary: bool = False
+    """Also learn merges from every default prompt of the protocol (P0, PG, P_final, observation and failure turns)
+    and the tool schemas, so that, as with a real tokenizer, their words cost one token each: shorter prompts and
+    fewer decode steps (the CPU demo). Off keeps the kits built before this option byte-identical."""
     seed: int = 0
     """Seed of the random weights; the same seed gives the same checkpoint bytes."""
 
@@ -107,8 +111,16 @@ class TinyModelConfig:
 
 def build_tokenizer(config: TinyModelConfig):
     """Train the byte-level BPE and wrap it as a ``Qwen2Tokenizer`` with Qwen3-VL's special and added tokens."""
-    import transformers
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    corpus = list(_CORPUS)
+    if config.protocol_vocabulary:
+        corpus += _protocol_texts()
+        # the system block the chat template renders around the tool schemas: rendered by a first tokenizer
+        corpus.append(_system_block(_wrap(_train_bpe(corpus, config))))
+    return _wrap(_train_bpe(corpus, config))
+
+
+def _train_bpe(corpus: list[str], config: TinyModelConfig):
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     bpe = Tokenizer(models.BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
     bpe.normalizer = normalizers.NFC()
@@ -126,7 +138,15 @@ def build_tokenizer(config: TinyModelConfig):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: no text is ever unknown
         show_progress=False,
     )
-    bpe.train_from_iterator(list(_CORPUS) * 8, trainer=trainer)
+    bpe.train_from_iterator(corpus * 8, trainer=trainer)
+    return bpe
+
+
+def _wrap(bpe):
+    """A ``Qwen2Tokenizer`` with Qwen3-VL's special and added tokens around the trained byte-level BPE."""
+    import transformers
+    from tokenizers import AddedToken
+
     state = json.loads(bpe.to_str())
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]]
     tokenizer = transformers.Qwen2Tokenizer(
@@ -149,6 +169,27 @@ def build_tokenizer(config: TinyModelConfig):
             raise RuntimeError(f"token {token!r} moved while wrapping the BPE; the tiny kit would be inconsistent")
     tokenizer.chat_template = QWEN3_VL_CHAT_TEMPLATE
     return tokenizer
+
+
+def _protocol_texts() -> list[str]:
+    """The protocol's default prompts and the tool schemas as the chat template shows them."""
+    from tooliqa_agent.prompts import PromptConfig
+    from tooliqa_tools import make_toolkit
+
+    prompts = PromptConfig()
+    texts = [prompts.rubric, prompts.gate, prompts.final, prompts.answer_only, prompts.task, prompts.single_turn]
+    texts += [prompts.observation_text("Magnified view of region [0, 0, 500, 500] of the original image.", 1)]
+    texts += [prompts.observation_text("Gamma-corrected view (γ = 0.5, brightened) of the original image.", 0)]
+    texts += [prompts.failure_text("magnifier: the box is empty inside the image", 1)]
+    texts += [json.dumps(schema) for schema in make_toolkit("both").schemas()]
+    return texts
+
+
+def _system_block(tokenizer) -> str:
+    from tooliqa_tools import make_toolkit
+
+    messages = [{"role": "user", "content": "x"}]
+    return tokenizer.apply_chat_template(messages, tools=make_toolkit("both").schemas(), tokenize=False)
 
 
 def build_processor(config: TinyModelConfig, tokenizer):

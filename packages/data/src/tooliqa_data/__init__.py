@@ -7,6 +7,7 @@ protocol.
 from tooliqa_data.assessment import OK, PARSE_FAILURE, AssessedCall, AssessedTurn, Assessment, Assessor, RunMetadata
 from tooliqa_data.config import DatasetSpec, EvalConfig, load_specs, parse_dataset_spec
 from tooliqa_data.datasets import DATASETS, KADID_SPLITS, AdapterOptions, load_dataset
+from tooliqa_data.hidden import SUBSETS, HiddenEvidenceConfig, make_hidden_evidence_set, read_subsets
 from tooliqa_data.images import (
     CorruptImageError,
     DecompressionBombError,
@@ -27,6 +28,7 @@ __all__ = [
     "KADID_SPLITS",
     "OK",
     "PARSE_FAILURE",
+    "SUBSETS",
     "AdapterOptions",
     "AssessedCall",
     "AssessedTurn",
@@ -39,6 +41,7 @@ __all__ = [
     "DecompressionBombError",
     "EvalConfig",
     "EvalResult",
+    "HiddenEvidenceConfig",
     "IQAItem",
     "ImageError",
     "ImageNotFoundError",
@@ -54,9 +57,11 @@ __all__ = [
     "load_dataset",
     "load_image",
     "load_specs",
+    "make_hidden_evidence_set",
     "make_synthetic_set",
     "parse_dataset_spec",
     "plcc",
     "plcc_logistic",
+    "read_subsets",
     "srcc",
 ]

@@ -2,9 +2,9 @@
 
 from tooliqa_trainer.advantages import ADVANTAGES, grpo_advantages, make_advantage
 from tooliqa_trainer.assessor import AgentAssessor
-from tooliqa_trainer.callbacks import TorchThreads
+from tooliqa_trainer.callbacks import ToolReport, TorchThreads
 from tooliqa_trainer.config import GRPOConfig, LoraConfig, OptimConfig, PolicyConfig, RolloutConfig, ValidationConfig
-from tooliqa_trainer.datamodule import DatasetSpec, ImageBatch, IQADataModule, SyntheticSpec
+from tooliqa_trainer.datamodule import DatasetSpec, HiddenEvidenceSpec, ImageBatch, IQADataModule, SyntheticSpec
 from tooliqa_trainer.export import ExportHF, export_hf
 from tooliqa_trainer.loss import LOSSES, LossStats, PolicyLoss, make_loss
 from tooliqa_trainer.module import GRPOModule
@@ -22,6 +22,7 @@ __all__ = [
     "ExportHF",
     "GRPOConfig",
     "GRPOModule",
+    "HiddenEvidenceSpec",
     "IQADataModule",
     "ImageBatch",
     "LossStats",
@@ -32,6 +33,7 @@ __all__ = [
     "PolicyLoss",
     "RolloutConfig",
     "SyntheticSpec",
+    "ToolReport",
     "TorchThreads",
     "ValidationConfig",
     "export_hf",

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-__all__ = ["TorchThreads"]
+from tooliqa_trainer.tool_report import call_selectivity, draw_curves, tool_breakdown
+
+__all__ = ["ToolReport", "TorchThreads"]
 
 
 class TorchThreads(L.Callback):
@@ -28,3 +34,51 @@ class TorchThreads(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         torch.set_num_threads(self.threads)
+
+
+class ToolReport(L.Callback):
+    """Writes what the tools did: ``curves.png`` (held-out SRCC / PLCC and the batch tool rate ρ with the BATE band,
+    redrawn after every validation) and, at the end, ``tools.md`` (paper Table 6 per subset, and how selective the
+    calls were) in the run folder, and prints the table."""
+
+    def __init__(self, out_dir: str | None = None) -> None:
+        """
+        Args:
+            out_dir: where the files go; None = the trainer's ``default_root_dir``.
+        """
+        self.out_dir = out_dir
+        self.rho: list[tuple[int, float]] = []
+
+    def _folder(self, trainer: L.Trainer) -> Path:
+        return Path(self.out_dir if self.out_dir is not None else trainer.default_root_dir)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        rho = trainer.callback_metrics.get("train/reward/rho")
+        if rho is not None:
+            self.rho.append((trainer.global_step, float(rho)))
+
+    @rank_zero_only
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._draw(trainer, pl_module)
+
+    def _draw(self, trainer, pl_module) -> Path:
+        held_out = [(r.step, r.srcc, r.plcc) for r in getattr(pl_module, "held_out", [])]
+        bate = pl_module.reward_config.bate
+        band, target = (bate.band_low, bate.band_high), bate.target_rate
+        return draw_curves(self._folder(trainer) / "curves.png", held_out, self.rho, band, target)
+
+    @rank_zero_only
+    def on_fit_end(self, trainer, pl_module) -> None:
+        rows = getattr(pl_module, "held_out_rows", [])
+        if not rows:
+            return
+        folder = self._folder(trainer)
+        selectivity = call_selectivity(rows)
+        lines = [f"- {key}: {'—' if math.isnan(value) else f'{value:.0%}'}" for key, value in selectivity.items()]
+        step = pl_module.held_out[-1].step if pl_module.held_out else trainer.global_step
+        table = tool_breakdown(rows)
+        text = f"# Held-out tool use at step {step}\n\n{table}\n" + "\n".join(lines) + "\n"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "tools.md").write_text(text)
+        curves = self._draw(trainer, pl_module)
+        rank_zero_info(f"{text}\nwrote {folder / 'tools.md'} and {curves}")

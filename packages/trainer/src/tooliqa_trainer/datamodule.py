@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from tooliqa_data import IQAItem, load_dataset, load_image, make_synthetic_set
+from tooliqa_data import (
+    HiddenEvidenceConfig,
+    IQAItem,
+    load_dataset,
+    load_image,
+    make_hidden_evidence_set,
+    make_synthetic_set,
+    read_subsets,
+)
 
-__all__ = ["DatasetSpec", "IQADataModule", "ImageBatch", "SyntheticSpec", "plan_batch"]
+__all__ = ["DatasetSpec", "HiddenEvidenceSpec", "IQADataModule", "ImageBatch", "SyntheticSpec", "plan_batch"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,24 @@ class SyntheticSpec:
     """Distortion types (``tooliqa_data.synthetic.DISTORTIONS`` names); None = all of them."""
     seed: int = 0
     """Seed of the generated content (the held-out part uses ``seed + 1``: different references)."""
+
+
+@dataclass(frozen=True)
+class HiddenEvidenceSpec:
+    """The generated hidden-evidence set of the CPU demo (``tooliqa_data.hidden``): per reference, plain images and
+    images whose distortion only the Gamma Corrector or the Magnifier reveals."""
+
+    out_dir: str = "runs/hidden-evidence"
+    """Where the images are written (``train/`` and ``held_out/``, each with a ``manifest.csv`` holding a ``subset``
+    column); rewritten identically for the same settings."""
+    train_references: int = 24
+    """Reference images of the training part (20 images each)."""
+    held_out_references: int = 4
+    """Reference images of the held-out part (different references: reference-disjoint like KADID's split)."""
+    seed: int = 0
+    """Seed of the generated content (the held-out part uses ``seed + 1``: different references)."""
+    images: HiddenEvidenceConfig = field(default_factory=HiddenEvidenceConfig)
+    """View side, scale of the scale-hidden originals, gain of the exposure-hidden ones."""
 
 
 @dataclass
@@ -155,6 +181,7 @@ class IQADataModule(L.LightningDataModule):
         train: list[DatasetSpec] | None = None,
         val: list[DatasetSpec] | None = None,
         synthetic: SyntheticSpec | None = None,
+        hidden_evidence: HiddenEvidenceSpec | None = None,
         batch_size: int = 12,
         val_batch_size: int = 8,
         max_val_items: int | None = None,
@@ -165,7 +192,10 @@ class IQADataModule(L.LightningDataModule):
         Args:
             train: training sets (KADID-10K's reference-disjoint ``train`` split for the paper).
             val: held-out sets for validation SRCC/PLCC.
-            synthetic: generate the demo distortion set (its training part joins ``train``, its held-out part ``val``).
+            synthetic: generate a synthetic distortion set (its training part joins ``train``, its held-out part
+                ``val``).
+            hidden_evidence: generate the demo's hidden-evidence set (joins ``train`` and ``val`` likewise; its
+                held-out ``subset`` column feeds the per-subset tool breakdown).
             batch_size: B, images per step on each rank (the paper: 12 on one process).
             val_batch_size: images per validation batch.
             max_val_items: cap on held-out images (a fixed, seeded subset), None = all.
@@ -175,11 +205,15 @@ class IQADataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1 or val_batch_size < 1:
             raise ValueError(f"IQADataModule: batch sizes must be ≥ 1, got {batch_size}, {val_batch_size}")
-        if not train and synthetic is None:
+        if not train and synthetic is None and hidden_evidence is None:
             raise ValueError(
-                "IQADataModule: give training sets (data.train) or the synthetic demo set (data.synthetic)"
+                "IQADataModule: give training sets (data.train) or a generated set (data.synthetic or "
+                "data.hidden_evidence)"
             )
         self.train_specs, self.val_specs, self.synthetic = list(train or []), list(val or []), synthetic
+        self.hidden_evidence = hidden_evidence
+        self.subsets: dict[Path, str] = {}
+        """Resolved image path → subset for held-out images whose manifest has a ``subset`` column."""
         self.batch_size, self.val_batch_size, self.max_val_items = batch_size, val_batch_size, max_val_items
         self.steps, self.seed = steps, seed
         self.position = 0  # training batches consumed; restored from the checkpoint on resume
@@ -192,6 +226,11 @@ class IQADataModule(L.LightningDataModule):
             options = dict(size=spec.size, distortions=spec.distortions, name="synthetic")
             make_synthetic_set(out / "train", spec.train_references, spec.seed, **options)
             make_synthetic_set(out / "held_out", spec.held_out_references, spec.seed + 1, **options)
+        hidden = self.hidden_evidence
+        if hidden is not None:
+            out = Path(hidden.out_dir)
+            make_hidden_evidence_set(out / "train", hidden.train_references, hidden.seed, hidden.images)
+            make_hidden_evidence_set(out / "held_out", hidden.held_out_references, hidden.seed + 1, hidden.images)
 
     def setup(self, stage: str | None = None) -> None:
         self.train_sets = [_labelled(spec) for spec in self.train_specs]
@@ -200,6 +239,11 @@ class IQADataModule(L.LightningDataModule):
             out = Path(self.synthetic.out_dir)
             self.train_sets.append(_labelled(DatasetSpec("csv", str(out / "train"))))
             self.val_items.extend(_labelled(DatasetSpec("csv", str(out / "held_out"))))
+        if self.hidden_evidence is not None:
+            out = Path(self.hidden_evidence.out_dir)
+            self.train_sets.append(_labelled(DatasetSpec("csv", str(out / "train"))))
+            self.val_items.extend(_labelled(DatasetSpec("csv", str(out / "held_out"))))
+            self.subsets.update(read_subsets(out / "held_out" / "manifest.csv"))
         if self.max_val_items is not None and len(self.val_items) > self.max_val_items:
             self.val_items = random.Random(self.seed).sample(self.val_items, self.max_val_items)
 

@@ -62,10 +62,10 @@ def _export_partitioned(model: torch.nn.Module, processor, out: Path, merge_lora
 class ExportHF(L.Callback):
     """At the end of training, write the policy as an HF model directory (rank 0), e.g. ``runs/demo/hf``."""
 
-    def __init__(self, out_dir: str = "runs/hf", merge_lora: bool = True) -> None:
+    def __init__(self, out_dir: str | None = None, merge_lora: bool = True) -> None:
         """
         Args:
-            out_dir: target directory.
+            out_dir: target directory; None = ``hf`` under the trainer's ``default_root_dir`` (each run its own).
             merge_lora: merge LoRA adapters into the weights (a plain Qwen3-VL directory); False saves adapters only.
         """
         self.out_dir = out_dir
@@ -80,6 +80,7 @@ class ExportHF(L.Callback):
         # persistent and gathered parameters across devices
         zero3 = getattr(pl_module, "zero3", None) is not None
         if zero3 or trainer.is_global_zero:  # under ZeRO-3 every rank takes part in the gathers
-            out = export_hf(pl_module.policy, pl_module.processor, self.out_dir, self.merge_lora, zero3=zero3)
+            target = self.out_dir if self.out_dir is not None else str(Path(trainer.default_root_dir) / "hf")
+            out = export_hf(pl_module.policy, pl_module.processor, target, self.merge_lora, zero3=zero3)
             rank_zero_info(f"exported the policy to {out} (loads with AutoModelForImageTextToText.from_pretrained)")
         trainer.strategy.barrier("export")  # no rank reads the directory before it is complete

@@ -24,6 +24,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -43,6 +44,7 @@ from tooliqa_trainer.loss import LossStats, make_loss
 from tooliqa_trainer.policy import engine_weights, load_policy, make_reference, reference_mode, token_logprobs
 from tooliqa_trainer.schedule import make_lr_lambda
 from tooliqa_trainer.scoring import reward_inputs, score_global_batch
+from tooliqa_trainer.tool_report import ValidationRow
 from tooliqa_trainer.validation import HeldOutResult, held_out_result
 from tooliqa_trainer.zero3 import (
     check_zero3_dtype,
@@ -88,7 +90,9 @@ class GRPOModule(L.LightningModule):
         self.beta_schedule = grpo.beta
         self.policy: torch.nn.Module | None = None
         self._reference: list[torch.nn.Module] = []  # a list keeps the frozen copy out of state_dict and optimizer
-        self._val_rows: list[tuple[float | None, float]] = []
+        self._val_rows: list[ValidationRow] = []
+        self.held_out_rows: list[ValidationRow] = []
+        """The last validation pass's rows, every rank's (the tool breakdown reads them)."""
         self.held_out: list[HeldOutResult] = []
         self._engine_seed_offset: int | None = None
         self.engine: Engine | None = None
@@ -322,6 +326,7 @@ class GRPOModule(L.LightningModule):
             "train/lr": self.lr_schedulers().get_last_lr()[0],
             "train/tool_calls/successful": sum(t.num_successful_calls for t in trajectories) / n,
             "train/tool_calls/failed": sum(t.num_failed_calls for t in trajectories) / n,
+            **{f"train/tool_calls/{name}": count / n for name, count in _calls_by_tool(trajectories).items()},
             "train/parse_failures": sum(t.score is None for t in trajectories) / n,
             "train/score_mean": _mean([t.score for t in trajectories if t.score is not None]),
             "train/response_tokens/mean": lengths.mean().item(),
@@ -331,23 +336,32 @@ class GRPOModule(L.LightningModule):
         self.log_dict(metrics, batch_size=n)
         self.log("reward", metrics["train/reward/total"], prog_bar=True, logger=False, batch_size=n)
         self.log("beta", loss.beta, prog_bar=True, logger=False, batch_size=n)
+        if self.rollout_config.protocol.tools_on:  # the tool-use rate BATE shapes, and calls per image
+            self.log("rho", rewards.stats.rho, prog_bar=True, logger=False, batch_size=n)
+            self.log("calls", metrics["train/tool_calls/successful"], prog_bar=True, logger=False, batch_size=n)
 
     # ----------------------------------------------------------------------------------------------- validation
     def validation_step(self, batch: ImageBatch, batch_idx: int) -> None:
         self.policy.eval()
         assessments = self.assessor(batch.items, batch.images)
-        self._val_rows.extend((a.score, float(m)) for a, m in zip(assessments, batch.mos.tolist()))
+        subsets = getattr(self.trainer.datamodule, "subsets", None) or {}
+        for item, assessment, mos in zip(batch.items, assessments, batch.mos.tolist()):
+            tools = tuple(call.name for call in assessment.tool_calls if call.ok)
+            subset = subsets.get(Path(item.image).resolve())
+            self._val_rows.append(ValidationRow(assessment.score, float(mos), subset, tools))
 
     def on_validation_epoch_end(self) -> None:
         rows = self._gather_rows(self._val_rows)
         self._val_rows = []
-        result = held_out_result(rows, self.global_step, self.validation_config.failure_score)
+        self.held_out_rows = rows
+        pairs = [(row.score, row.mos) for row in rows]
+        result = held_out_result(pairs, self.global_step, self.validation_config.failure_score)
         self.held_out.append(result)
         if not self.trainer.sanity_checking:
             self.log_dict(result.log("val"), rank_zero_only=True)
         rank_zero_info(result.summary())
 
-    def _gather_rows(self, rows: list[tuple[float | None, float]]) -> list[tuple[float | None, float]]:
+    def _gather_rows(self, rows: list[ValidationRow]) -> list[ValidationRow]:
         if not torch.distributed.is_initialized():
             return rows
         parts: list = [None] * torch.distributed.get_world_size()
@@ -422,6 +436,16 @@ def _pad(rows: Sequence[torch.Tensor], length: int) -> torch.Tensor:
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
     return out
+
+
+def _calls_by_tool(trajectories: Sequence[Trajectory]) -> dict[str, int]:
+    """Successful calls per tool name over the trajectories."""
+    counts: dict[str, int] = {}
+    for trajectory in trajectories:
+        for turn in trajectory.turns:
+            if turn.tool_ok:
+                counts[turn.call.name] = counts.get(turn.call.name, 0) + 1
+    return counts
 
 
 def _mean(values: Sequence[float]) -> float:

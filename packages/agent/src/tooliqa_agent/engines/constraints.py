@@ -24,9 +24,17 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
 
     ``matchers[i]``: row ``i``'s fresh ``xgrammar.GrammarMatcher`` or None (unconstrained). Prompts are left-padded
     to ``prompt_length``, so row ``i``'s generated token ``t`` is ``input_ids[i, prompt_length + t]``.
+
+    ``first_token``: when given (``text -> token id``), a row whose grammar forces a text (xgrammar's jump-forward
+    string: tags, attribute names, JSON keys) may emit only that text's own first token, so forced text takes its
+    tokenizer's few tokens instead of whatever split into single characters a random model happens to sample. The
+    text distribution is unchanged (the text is forced either way); only its tokenization, and so the number of
+    decode steps, is.
     """
 
-    def __init__(self, matchers: Sequence, prompt_length: int, vocab_size: int, stop_token_id: int) -> None:
+    def __init__(
+        self, matchers: Sequence, prompt_length: int, vocab_size: int, stop_token_id: int, first_token=None
+    ) -> None:
         import xgrammar as xgr
 
         self._xgr = xgr
@@ -41,6 +49,7 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
         self.rejected: set[int] = set()
         """Rows whose matcher refused a token (cannot happen under the mask; kept safe: they are forced to stop)."""
         self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), vocab_size)
+        self.first_token = first_token
 
     def _advance(self, input_ids: torch.Tensor) -> None:
         """Feed every live matcher the tokens its row generated since the last call (normally one)."""
@@ -67,18 +76,24 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
                 f"vocabulary {self.vocab_size} (the model's text vocab_size)"
             )
         self._advance(input_ids)
-        masked = []
+        masked, forced = [], []
         for row in self.rows:
             matcher = self.matchers[row]
             if row in self.rejected or matcher.is_terminated():
                 continue  # finished rows are padded by generate: their logits are never used
             matcher.fill_next_token_bitmask(self.bitmask, row)
             masked.append(row)
+            if self.first_token is not None and (text := matcher.find_jump_forward_string()):
+                forced.append((row, self.first_token(text)))
         if masked:
             backend = "cpu" if scores.device.type == "cpu" else "torch_native"  # no Triton JIT needed on GPU boxes
             self._xgr.apply_token_bitmask_inplace(
                 scores, self.bitmask.to(scores.device), vocab_size=self.vocab_size, indices=masked, backend=backend
             )
+        for row, token in forced:
+            keep = scores[row, token].clone()
+            scores[row] = float("-inf")
+            scores[row, token] = keep
         for row in self.rejected:
             if not self.matchers[row].is_terminated():
                 stop = scores[row, self.stop_token_id].clone()
@@ -94,10 +109,13 @@ class XGrammarConstraintFactory:
     ``<|im_end|>`` as the only stop token.
     """
 
-    def __init__(self, tokenizer, model_config) -> None:
+    def __init__(self, tokenizer, model_config, canonical_forced_text: bool = False) -> None:
         import xgrammar as xgr
 
         self._xgr = xgr
+        self._tokenizer = tokenizer
+        self._first_tokens: dict[str, int] = {}
+        self.canonical_forced_text = canonical_forced_text
         self.vocab_size = int(model_config.get_text_config().vocab_size)
         self.stop_token_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))
         info = xgr.TokenizerInfo.from_huggingface(
@@ -125,4 +143,11 @@ class XGrammarConstraintFactory:
         if all(request.grammar is None for request in requests):
             return None
         matchers = [None if r.grammar is None else self.matcher(r.grammar) for r in requests]
-        return GrammarLogitsProcessor(matchers, prompt_length, self.vocab_size, self.stop_token_id)
+        first_token = self.first_token if self.canonical_forced_text else None
+        return GrammarLogitsProcessor(matchers, prompt_length, self.vocab_size, self.stop_token_id, first_token)
+
+    def first_token(self, text: str) -> int:
+        """The first token of ``text``'s own tokenization (cached: a grammar forces few distinct texts)."""
+        if text not in self._first_tokens:
+            self._first_tokens[text] = self._tokenizer.encode(text, add_special_tokens=False)[0]
+        return self._first_tokens[text]

@@ -41,10 +41,17 @@ class _OnCopy:
 class HFEngine:
     """``model.generate`` over a batch of requests with different image counts and sizes."""
 
-    def __init__(self, model, processor, constraint_factory: ConstraintFactory | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        processor,
+        constraint_factory: ConstraintFactory | None = None,
+        canonical_forced_text: bool = False,
+    ) -> None:
         self.model = model
         self.processor = processor
         self.constraint_factory = constraint_factory
+        self.canonical_forced_text = canonical_forced_text
         tokenizer = processor.tokenizer
         self.end_ids = end_token_ids(tokenizer, model.generation_config.eos_token_id)
         """Ids that end a turn (``<|im_end|>`` first); generation stops on each of them."""
@@ -73,7 +80,7 @@ class HFEngine:
                 config.model, dtype=_DTYPES[config.dtype], attn_implementation=config.attn_implementation
             )
             model = model.to(resolve_device(config.device)).eval()
-        return cls(model, processor, constraint_factory)
+        return cls(model, processor, constraint_factory, canonical_forced_text=config.canonical_forced_text)
 
     @property
     def device(self) -> torch.device:
@@ -87,7 +94,9 @@ class HFEngine:
                 XGrammarConstraintFactory,  # xgrammar is heavy: only when asked for
             )
 
-            self.constraint_factory = XGrammarConstraintFactory(self.processor.tokenizer, self.model.config)
+            self.constraint_factory = XGrammarConstraintFactory(
+                self.processor.tokenizer, self.model.config, canonical_forced_text=self.canonical_forced_text
+            )
         constraint = self.constraint_factory(requests, prompt_length)
         return None if constraint is None else _OnCopy(constraint)
 

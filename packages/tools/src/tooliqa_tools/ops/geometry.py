@@ -156,6 +156,11 @@ def view_size(crop_h: int, crop_w: int, long_side: int, config: MagnifierConfig)
     elif out_h * out_w < config.min_pixels:  # rounding down undershot the minimum: ceil both (≥ target)
         out_h = math.ceil(target_h / config.multiple) * config.multiple
         out_w = math.ceil(target_w / config.multiple) * config.multiple
+    while out_h * out_w > config.max_pixels:  # a side below one multiple was rounded up to it: shorten the other
+        if out_h >= out_w:
+            out_h -= config.multiple
+        else:
+            out_w -= config.multiple
     return out_h, out_w
 
 

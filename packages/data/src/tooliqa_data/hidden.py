@@ -1,0 +1,146 @@
+"""The "hidden evidence" set: synthetic IQA images in which each tool has a real job (the CPU demo of Tool-IQA).
+
+Every image's MOS comes from its distortion level alone (:func:`tooliqa_data.synthetic.level_mos`: levels 1..5 →
+4.2 .. 1.0), but where the evidence of that level sits differs by subset:
+
+- ``plain``: the distortion is visible in the model's global view (the original is already at the view's size):
+  a contrast loss (``contrast``) or a loss of fine texture (``detail``: a 3-pixel checker texture whose amplitude
+  falls with the level, as over-smoothing erases texture). A tool adds nothing.
+- ``exposure_hidden`` (``dark_contrast``): the same contrast loss, then the whole image is badly under-exposed
+  (times ``dark_gain``): in the original view the level is squeezed into a few dark values; the Gamma Corrector's
+  ``brighten`` (I^0.5) spreads them out again.
+- ``scale_hidden`` (``fine_detail``): the same texture loss on an original ``scale`` times the view's side. Pre-sizing
+  the global view (antialiased, ``scale``× down) averages the 3-pixel texture away (2 % of its amplitude is left at
+  4× down); a Magnifier crop of any box up to half the image's side is shown at ≤ 2× down, where 61–100 % is left,
+  so the box need not be precise.
+
+Per reference: 5 levels of each of the four, so half of the images hide their evidence (the paper's target tool
+rate ρ̂ = 0.5 is also the useful rate). Random features see both kinds of evidence as a systematic shift of the
+patch embeddings (a contrast scale, a fixed-phase texture amplitude), unlike zero-mean pixel noise, which a frozen
+random vision tower averages out (``benchmarks/demo_probe.py --set hidden`` measured both). Everything is a function of
+``seed``: the same call writes byte-identical files. Held-out splits use another seed, so other references.
+
+Layout under ``out_dir``: ``images/r003_scale_hidden_2.png`` … and ``manifest.csv`` with columns
+``image,mos,reference,distortion,level,subset`` (readable by ``load_dataset("csv", out_dir)``).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tooliqa_data.items import IQAItem
+from tooliqa_data.synthetic import LEVELS, level_mos, make_reference
+
+SUBSETS: tuple[str, ...] = ("plain", "exposure_hidden", "scale_hidden")
+"""The subsets, in manifest order."""
+
+_CONTRAST = (0.8, 0.6, 0.42, 0.27, 0.14)
+"""Contrast factor per level (deviation from the mean kept)."""
+_TEXTURE = (0.24, 0.17, 0.11, 0.06, 0.02)
+"""Amplitude of the ±1 checker texture per level, on [0, 1] pixels (more distortion: less fine detail left)."""
+_CELL = 3
+"""Checker cell side in original pixels: fine enough to vanish at 4× down, coarse enough to survive 2× down."""
+
+
+@dataclass(frozen=True)
+class HiddenEvidenceConfig:
+    """How the hidden-evidence set is drawn."""
+
+    view_side: int = 64
+    """Side of the model's global view (the demo kit's 64 × 64 pixel budget): plain and exposure-hidden originals
+    have this size."""
+    scale: int = 4
+    """Scale-hidden originals are ``scale × view_side`` on a side; the global view is ``scale``× smaller."""
+    dark_gain: float = 0.2
+    """Exposure-hidden images are the distorted image times this (0.2: everything below 52 of 255). Measured: 0.1
+    hides the level better but leaves the γ = 0.5 view too dark to read (probe 0.44 against 0.83 at 0.2)."""
+
+    def __post_init__(self) -> None:
+        if self.view_side < 32 or self.view_side % 32:
+            raise ValueError(f"HiddenEvidenceConfig.view_side must be a multiple of 32, ≥ 32, got {self.view_side}")
+        if self.scale < 2:
+            raise ValueError(f"HiddenEvidenceConfig.scale must be ≥ 2 (else nothing is hidden), got {self.scale}")
+        if not 0 < self.dark_gain < 0.5:
+            raise ValueError(f"HiddenEvidenceConfig.dark_gain must be in (0, 0.5), got {self.dark_gain}")
+
+
+def _array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float64) / 255.0
+
+
+def _image(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8), "RGB")
+
+
+def _contrast(values: np.ndarray, level: int) -> np.ndarray:
+    mean = values.mean()
+    return mean + (values - mean) * _CONTRAST[level - 1]
+
+
+def _textured(values: np.ndarray, rng: np.random.Generator):
+    """``level → image``: the reference compressed to mid-grey plus a checker texture of the level's amplitude."""
+    height, width = values.shape[:2]
+    y, x = np.mgrid[0:height, 0:width]
+    offset = rng.integers(0, _CELL, size=2)
+    checker = np.where(((y + offset[0]) // _CELL + (x + offset[1]) // _CELL) % 2 == 0, 1.0, -1.0)[..., None]
+    base = 0.25 + 0.5 * values  # headroom for the texture: nothing clips, so the level is the amplitude alone
+    return lambda level: _image(base + _TEXTURE[level - 1] * checker)
+
+
+def _variants(ref: int, seed: int, config: HiddenEvidenceConfig):
+    """``(distortion, subset, level → image)`` per variant of one reference; every random draw is seeded."""
+    rng = np.random.default_rng([seed, ref])
+    side = config.view_side
+    small = _array(make_reference(rng, side, side))
+    large = _array(make_reference(rng, side * config.scale, side * config.scale))
+    yield "contrast", "plain", lambda level: _image(_contrast(small, level))
+    yield "detail", "plain", _textured(small, rng)
+    yield "dark_contrast", "exposure_hidden", lambda level: _image(_contrast(small, level) * config.dark_gain)
+    yield "fine_detail", "scale_hidden", _textured(large, rng)
+
+
+def make_hidden_evidence_set(
+    out_dir: str | Path,
+    n_references: int = 8,
+    seed: int = 0,
+    config: HiddenEvidenceConfig = HiddenEvidenceConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
+    *,
+    name: str = "hidden_evidence",
+) -> list[IQAItem]:
+    """Write the set under ``out_dir`` (``images/`` + ``manifest.csv``) and return its items in manifest order.
+
+    ``n_references × 4 variants × 5 levels`` images: half ``plain``, a quarter each ``exposure_hidden`` and
+    ``scale_hidden``.
+    """
+    if n_references < 1:
+        raise ValueError(f"n_references must be ≥ 1, got {n_references}")
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    items, rows = [], []
+    for ref in range(n_references):
+        for distortion, subset, render in _variants(ref, seed, config):
+            for level in range(1, LEVELS + 1):
+                relative = f"images/r{ref:03d}_{distortion}_{level}.png"
+                render(level).save(out_dir / relative, format="PNG")
+                rows.append((relative, level_mos(level), f"r{ref:03d}", distortion, level, subset))
+                items.append(IQAItem(out_dir / relative, level_mos(level), name))
+    with (out_dir / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "mos", "reference", "distortion", "level", "subset"])
+        writer.writerows(rows)
+    return items
+
+
+def read_subsets(manifest: str | Path) -> dict[Path, str]:
+    """``{image path: subset}`` from a manifest with a ``subset`` column (paths resolved beside the manifest)."""
+    manifest = Path(manifest)
+    with manifest.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or "subset" not in reader.fieldnames or "image" not in reader.fieldnames:
+            raise ValueError(f"{manifest}: needs 'image' and 'subset' columns, has {reader.fieldnames}")
+        return {(manifest.parent / row["image"]).resolve(): row["subset"] for row in reader}

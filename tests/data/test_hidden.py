@@ -1,0 +1,81 @@
+"""The hidden-evidence set: deterministic, reference-disjoint, half hidden, and each subset's evidence where it says.
+
+The "where" checks use a cheap pixel statistic on the views the agent would build (the demo kit's 64 × 64 budget):
+the spread of the level-to-level differences, in the original view and in the right tool's view.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter
+
+import numpy as np
+import torch
+
+from tooliqa_data import HiddenEvidenceConfig, load_image, make_hidden_evidence_set, read_subsets
+from tooliqa_tools import MagnifierConfig, gamma_correct, magnify, resize
+
+VIEW = 64  # the demo kit's max_pixels = 64 × 64
+
+
+def _digest(folder) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def test_byte_identical_per_seed_and_reference_disjoint(tmp_path):
+    make_hidden_evidence_set(tmp_path / "a", 2, seed=5)
+    make_hidden_evidence_set(tmp_path / "b", 2, seed=5)
+    make_hidden_evidence_set(tmp_path / "c", 2, seed=6)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    a = (tmp_path / "a" / "images" / "r000_contrast_1.png").read_bytes()
+    assert a != (tmp_path / "c" / "images" / "r000_contrast_1.png").read_bytes()  # another seed: other content
+
+
+def test_manifest_has_the_subset_column_and_half_is_hidden(tmp_path):
+    items = make_hidden_evidence_set(tmp_path, 3, seed=0)
+    with (tmp_path / "manifest.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["image", "mos", "reference", "distortion", "level", "subset"]
+    assert len(rows) == len(items) == 3 * 4 * 5
+    assert Counter(row["subset"] for row in rows) == {"plain": 30, "exposure_hidden": 15, "scale_hidden": 15}
+    subsets = read_subsets(tmp_path / "manifest.csv")
+    assert {subsets[item.image.resolve()] for item in items} == {"plain", "exposure_hidden", "scale_hidden"}
+    assert sorted({float(row["mos"]) for row in rows}) == [1.0, 1.8, 2.6, 3.4, 4.2]
+    sizes = {row["subset"]: load_image(tmp_path / row["image"]).shape[1:] for row in rows}
+    assert sizes == {"plain": (VIEW, VIEW), "exposure_hidden": (VIEW, VIEW), "scale_hidden": (4 * VIEW, 4 * VIEW)}
+
+
+def _level_spread(views: list[torch.Tensor]) -> float:
+    """Mean absolute pixel difference between consecutive levels of one reference (how visible the level is)."""
+    arrays = [v.float() for v in views]
+    return float(np.mean([(b - a).abs().mean().item() for a, b in zip(arrays, arrays[1:])]))
+
+
+def _levels(root, name: str) -> list[torch.Tensor]:
+    return [load_image(root / "images" / f"r000_{name}_{level}.png") for level in range(1, 6)]
+
+
+def test_the_evidence_is_weak_in_the_original_view_and_clear_in_the_right_tools_view(tmp_path):
+    make_hidden_evidence_set(tmp_path, 1, seed=0, config=HiddenEvidenceConfig())
+    # exposure-hidden: the levels differ by a few grey values in the original, far more once brightened (γ = 0.5)
+    dark = _levels(tmp_path, "dark_contrast")
+    plain = _levels(tmp_path, "contrast")
+    in_original = _level_spread(dark)
+    brightened = _level_spread([gamma_correct(v, 0.5) for v in dark])
+    assert in_original < 0.35 * _level_spread(plain)
+    assert brightened > 1.5 * in_original  # d(√x) = dx / 2√x: ×1.6 at the set’s grey levels
+    # scale-hidden: the 4× pre-sized global view has averaged the 3-px texture away; any crop up to half the side
+    # (zoom ≤ 4, 64 × 64 budget) shows it
+    fine = _levels(tmp_path, "fine_detail")
+    global_views = [resize([v], (VIEW, VIEW))[0] for v in fine]
+    config = MagnifierConfig(min_pixels=1024, max_pixels=VIEW * VIEW)
+    detail = _level_spread(_levels(tmp_path, "detail"))
+    assert _level_spread(global_views) < 0.1 * detail
+    for box in ([0, 0, 500, 500], [500, 250, 1000, 750], [100, 600, 350, 850]):
+        crops = [magnify(v, box, config)[0] for v in fine]
+        assert _level_spread(crops) > 5 * _level_spread(global_views)
