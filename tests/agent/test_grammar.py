@@ -355,3 +355,39 @@ def test_untrained_tiny_model_trajectories_all_parse(tiny_model, one_thread):
             toolkit.tool(call["name"]).schema().check(call["arguments"])
         assert "<answer>" in t.turns[-1].text and "<tool_call>" not in t.turns[-1].text
     assert sum(t.num_tool_calls for t in trajectories) > 0
+
+
+def test_every_score_the_grammar_admits_parses_back_exactly(compiler, tokenizer, grammars):
+    """The grammar and ``parse_score`` agree: each admitted score reads as its own value; each score the parser reads
+    that is written plainly (no sign, leading zero or trailing point; ≤ score_decimals decimals) is admitted."""
+    from tooliqa_agent import parse_score
+
+    matcher = xgr.GrammarMatcher(compiler.compile_grammar(grammars.final.ebnf))
+    assert matcher.accept_string("<thinking>ok</thinking> <answer>")
+    admitted = set()
+    candidates = [str(i) for i in range(10)] + [f"{i / 10:.1f}" for i in range(100)]
+    candidates += [f"{i / 100:.2f}" for i in range(1000)]
+    candidates += ["05", "1.000", "4.999", "-1", "+3", ".5", "5.", "1e0"]
+    for score in candidates:
+        tokens = tokenizer.encode(score + "</answer>")
+        if all(matcher.accept_token(token) for token in tokens) and matcher.is_completed():
+            admitted.add(score)
+        matcher.reset()
+        matcher.accept_string("<thinking>ok</thinking> <answer>")
+    parsed = {s for s in candidates if parse_score(f"<answer>{s}</answer>")[0] is not None}
+    plain = {s for s in parsed if re.fullmatch(rf"[1-9][0-9]*(\.[0-9]{{1,{CONFIG.score_decimals}}})?", s)}
+    assert admitted == plain and len(admitted) == 5 + 41 + 401
+    assert all(parse_score(f"<answer>{s}</answer>") == (float(s), None) for s in admitted)
+
+
+def test_single_turn_grammar_uses_the_prompts_reasoning_tag(compiler, tokenizer):
+    """VisualQuality-R1's question asks for <think>…</think>: the structured single turn writes that tag."""
+    from tooliqa_agent.protocol import ProtocolConfig
+
+    single = ProtocolConfig(tools="none", rubric=False)
+    ebnf = turn_grammar("final", single.make_toolkit(), single, CONFIG)
+    assert accepts(compiler, tokenizer, ebnf, "<think>sharp</think> <answer>4.25</answer>")
+    assert not accepts(compiler, tokenizer, ebnf, "<thinking>sharp</thinking> <answer>4.25</answer>")
+    rubric_first = ProtocolConfig(tools="none")  # P0 and the answer prompt ask for <thinking>
+    ebnf = turn_grammar("final", rubric_first.make_toolkit(), rubric_first, CONFIG)
+    assert accepts(compiler, tokenizer, ebnf, "<thinking>sharp</thinking> <answer>4.25</answer>")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tooliqa_agent import (
     GenerationRequest,
@@ -61,8 +66,21 @@ def test_prompts_are_the_papers_verbatim():
         ("<answer>5.01</answer>", None, "out_of_range"),  # never clamped
         ("<answer>0.99</answer>", None, "out_of_range"),
         ("<answer>-3</answer>", None, "out_of_range"),
+        ("<answer>\u22123</answer>", None, "out_of_range"),  # U+2212 is a minus sign, not noise before a 3
         ("<answer>good</answer> 4", None, "no_number"),  # no fallback to numbers outside the answer
         ("<thinking>4</thinking>", None, "no_action"),
+        # a number is read whole or not at all: never 5.0 from ".5", 1.0 from "1e1", 4.0 from "4,5"
+        ("<answer>.5</answer>", None, "bad_number"),
+        ("<answer>1e1</answer>", None, "bad_number"),
+        ("<answer>2E-1 points</answer>", None, "bad_number"),
+        ("<answer>4,5</answer>", None, "bad_number"),
+        ("<answer>4.5.1</answer>", None, "bad_number"),
+        ("<answer>\u0664</answer>", None, "bad_number"),  # an Arabic-Indic four: a digit, but not an ASCII one
+        ("<answer>It is a 4.</answer>", 4.0, None),  # punctuation after a number ends it
+        ("<answer>4, sharp</answer>", 4.0, None),
+        ("<answer>+4</answer>", 4.0, None),
+        ("<answer>3<answer>4.5</answer>", 4.5, None),  # the last <answer> that is closed
+        ("<answer>2</answer><answer>3", 2.0, None),  # an unclosed answer is no answer
     ],
 )
 def test_parse_score(text, score, code):
@@ -78,6 +96,15 @@ def test_protocol_config_validation():
         SamplingConfig(temperature=-0.1)
     assert ProtocolConfig(tools="both", max_tool_rounds=0).first_kind == "rubric"
     assert ProtocolConfig(tools="none", rubric=False).first_kind == "final"
+    # the format reward and the grammar follow the reasoning tag the prompt asks for
+    assert ProtocolConfig(tools="none", rubric=False).thinking_tag == "think"  # VisualQuality-R1's question
+    assert ProtocolConfig(tools="none").thinking_tag == ProtocolConfig().thinking_tag == "thinking"
+    plain = PromptConfig(single_turn="Rate it: <answer>x</answer>")  # asks for no tag: P0/PG's stays
+    assert ProtocolConfig(tools="none", rubric=False, prompts=plain).thinking_tag == "thinking"
+    own = PromptConfig(single_turn="Reason in <why></why>, then <answer>x</answer>", single_turn_tag="why")
+    assert ProtocolConfig(tools="none", rubric=False, prompts=own).thinking_tag == "why"
+    with pytest.raises(ValueError, match="single_turn_tag must be a tag name"):
+        PromptConfig(single_turn_tag="answer")
 
 
 def test_prepare_image(tiny_model):
@@ -125,3 +152,76 @@ def test_collate_right_pads(tiny_model):
         "image_grid_thw",
     }
     assert batch.to("cpu", torch.bfloat16).pixel_values.dtype == torch.bfloat16
+
+
+# Characters that are never part of a numeral, to surround numbers with in the properties below.
+_FILLER = st.text(alphabet=" abcdfxyz:/()!?*\n", max_size=8)
+_DECIMAL = st.from_regex(r"[0-9]{1,3}(\.[0-9]{1,3})?", fullmatch=True)
+_PROPS = settings(max_examples=300, deadline=None, derandomize=True, database=None)
+
+
+@_PROPS
+@given(_FILLER, _DECIMAL, _FILLER, _FILLER)
+def test_plain_decimals_are_read_exactly(before, number, after, outside):
+    """Score grammar: the first plain decimal of the last answer, exactly, valid iff in [1, 5]."""
+    value, failure = parse_score(f"{outside}4<answer>{before}{number}{after} 2</answer>{outside}")
+    if 1.0 <= float(number) <= 5.0:
+        assert (value, failure) == (float(number), None)
+    else:
+        assert value is None and failure.startswith("out_of_range")
+
+
+@_PROPS
+@given(
+    _DECIMAL,
+    st.sampled_from([",5", ",0", "e1", "E1", "e-2", "e+2", "e\u22122", ".5.5", ".0.1"]),
+    st.sampled_from(["", ".", ","]),
+    _FILLER,
+)
+def test_numbers_are_never_read_in_part(number, suffix, prefix, after):
+    """A numeral glued to more number syntax (a leading "."/",", a decimal comma, an exponent) is not a score."""
+    glued = prefix + number + suffix
+    value, failure = parse_score(f"<answer>{glued}{after}</answer>")
+    assert value is None and failure.startswith("bad_number"), (glued, value, failure)
+
+
+_PIECES = st.sampled_from(["<answer>", "</answer>", "<answer", "answer>", "4", "2.5", ".", "-", "\u2212", "e", " "])
+_ANY = st.lists(_PIECES | st.text(max_size=4), max_size=12).map("".join)
+
+
+@_PROPS
+@given(_ANY, _ANY, _ANY)
+def test_only_the_last_answer_counts(before, body, after):
+    """Text before the last answer block and tag-free text after it never change the score."""
+    body = body.replace("answer>", "")
+    after = after.replace("</answer>", "")
+    text = f"{before}<answer>{body}</answer>{after}"
+    assert parse_score(text) == parse_score(f"<answer>{body}</answer>")
+    value, failure = parse_score(text)
+    assert (failure is None) == (value is not None) and (value is None or 1.0 <= value <= 5.0)
+    if failure is not None:
+        assert failure.split(":")[0] in ("no_number", "bad_number", "out_of_range")
+
+
+def test_hostile_answers_are_parsed_in_linear_time():
+    """1 MB of hostile text in well under a second (≈ 20 ms on a CPU core); the lazy-regex scan took > 2 min.
+
+    The bound is 10× the 50 ms target so only a quadratic regression fails it; 100 KB goes first, so a regression
+    fails in seconds rather than hanging."""
+    for n in (100_000, 1_000_000):
+        texts = {
+            "unclosed opens": "<answer>" * (n // 8),
+            "stray closes": "</answer>" * (n // 9),
+            "open then text": "<answer>" + "x" * n,
+            "digit-free answer": "<answer>" + "-." * (n // 2) + "</answer>",
+            "one long numeral": "<answer>" + "1," * (n // 2) + "</answer>",
+            "many digits": "<answer>" + "9" * n + "</answer>",
+            "nested opens": "<answer>" * (n // 8) + "3</answer>",
+        }
+        for name, text in texts.items():
+            best = math.inf
+            for _ in range(3):
+                start = time.perf_counter()
+                parse_score(text)
+                best = min(best, time.perf_counter() - start)
+            assert best < 0.5, f"{name}, {n} characters: {best:.2f} s"

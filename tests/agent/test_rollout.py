@@ -140,9 +140,19 @@ def test_invalid_json_gives_failure_turn_then_answer(tiny_model):
     assert len(t.images) == 1
 
 
+def test_third_tool_call_ends_the_trajectory_by_default(tiny_model):
+    # SPEC §2: after the second tool round the next turn must answer; a call there is a failure, not a fifth turn
+    processor, _ = tiny_model
+    _, _, [t] = run(processor, [[RUBRIC, MAGNIFY, GAMMA, MAGNIFY, ANSWER]])
+    assert t.score is None and t.failure.startswith("tool_after_last_round")
+    assert [turn.kind for turn in t.turns] == ["rubric", "action", "action", "final"]
+    assert (t.num_tool_calls, t.num_successful_calls) == (2, 2)  # the last call is never answered: trajectory over
+    assert len(t.images) == 3
+
+
 def test_third_tool_call_is_refused_then_answer(tiny_model):
     processor, _ = tiny_model
-    agent, _, [t] = run(processor, [[RUBRIC, MAGNIFY, GAMMA, MAGNIFY, ANSWER]])
+    agent, _, [t] = run(processor, [[RUBRIC, MAGNIFY, GAMMA, MAGNIFY, ANSWER]], protocol=ProtocolConfig(refusals=1))
     assert t.score == 3.75 and t.failure is None
     assert [turn.kind for turn in t.turns] == ["rubric", "action", "action", "final", "final"]
     refused = t.turns[3]
@@ -156,7 +166,7 @@ def test_third_tool_call_is_refused_then_answer(tiny_model):
 
 def test_second_refusal_ends_the_trajectory(tiny_model):
     processor, _ = tiny_model
-    _, _, [t] = run(processor, [[RUBRIC, MAGNIFY, GAMMA, MAGNIFY, MAGNIFY]])
+    _, _, [t] = run(processor, [[RUBRIC, MAGNIFY, GAMMA, MAGNIFY, MAGNIFY]], protocol=ProtocolConfig(refusals=1))
     assert t.score is None and t.failure.startswith("tool_after_last_round")
     assert t.num_turns == 5 and t.num_failed_calls == 1  # the last call is never answered: trajectory over
 
@@ -213,7 +223,9 @@ def test_tools_off(tiny_model):
         processor, agent, t, [user(P0_TEXT, True), assistant(RUBRIC), user(answer_only), assistant(ANSWER)], tools=False
     )
     assert "<tools>" not in t.render(processor.tokenizer)
-    # with no tools a tool call is refused and the answer forced
+    # with no tools a tool call ends the trajectory (or, with a refusal left, is refused and the answer forced)
+    assert refused.failure.startswith("tool_after_last_round") and refused.num_turns == 2
+    _, _, [refused] = run(processor, [[RUBRIC, MAGNIFY, ANSWER]], protocol=ProtocolConfig(tools="none", refusals=1))
     assert refused.score == 3.75 and refused.num_failed_calls == 1 and len(refused.images) == 1
 
 
@@ -245,7 +257,7 @@ def test_batched_rollout_advances_turn_by_turn(tiny_model, monkeypatch):
         [RUBRIC, MAGNIFY, GAMMA, MAGNIFY, ANSWER],
     ]
     engine = ScriptedEngine(processor, scripts)
-    agent = Agent(engine, processor, ProtocolConfig())
+    agent = Agent(engine, processor, ProtocolConfig(refusals=1))  # the last script's third call is refused
     tool_batches = []
     real_run = agent.toolkit.run
     monkeypatch.setattr(agent.toolkit, "run", lambda o, c: tool_batches.append(len(c)) or real_run(o, c))

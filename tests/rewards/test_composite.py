@@ -92,6 +92,22 @@ def test_zero_weight_switches_a_component_off_but_it_is_still_reported():
     assert out.bate.abs().sum() > 0 and out.stats.mean_bate > 0
 
 
+def test_rank_within_dataset_is_a_config_switch():
+    """SPEC §4's option: with it, images are ranked only against their own dataset's images (``groups``)."""
+    from tooliqa_rewards import rank_reward
+
+    inputs = make_inputs(4, 3, groups=torch.tensor([7, 9, 7, 9]))
+    across = compute_rewards(inputs)  # off by default: the ids are carried but every image is a partner
+    assert torch.equal(across.rank, rank_reward(inputs.scores, inputs.mos, inputs.valid))
+    within = compute_rewards(inputs, RewardConfig(rank_within_dataset=True))
+    for rows in ([0, 2], [1, 3]):
+        alone = rank_reward(inputs.scores[rows], inputs.mos[rows], inputs.valid[rows])
+        assert_near(within.rank[rows], alone, 1e-12)
+    assert not torch.equal(within.rank, across.rank)
+    with pytest.raises(RewardInputError, match="rank_within_dataset needs RewardInputs.groups"):
+        compute_rewards(make_inputs(4, 3), RewardConfig(rank_within_dataset=True))
+
+
 def test_rho_override_reaches_bate():
     inputs = make_inputs(3, 4, rho=0.9)
     out = compute_rewards(inputs)

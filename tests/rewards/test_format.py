@@ -10,6 +10,14 @@ from tooliqa_rewards import FORMAT_CHECKS, FormatRecord, RewardInputError, forma
 
 from .helpers import ANSWER, CALL, GAMMA, GOOD, RUBRIC
 
+P0_FORMAT = """<answer>
+Sharpness: [Low/Medium/High] - Brief note
+Noise: [None/Visible/Severe] - Brief note
+Artifacts: [None/Minor/Severe] - Brief note
+Exposure: [Poor/Good/Excellent] - Brief note
+Saliency Visibility: [Subject Clear/Obscured] - Brief Note
+</answer>"""  # the output format of the paper's P0 (the rewards package does not import the agent's prompts)
+
 
 def failures(record: FormatRecord) -> tuple[str, ...]:
     result = format_reward([record])
@@ -52,6 +60,10 @@ def test_rubric_variants_that_pass(rubric):
         RUBRIC.replace("</answer>", ""),  # unclosed answer
         RUBRIC + " trailing text",  # text after the answer
         RUBRIC.replace("balanced", "balanced</answer><answer>"),  # a second answer block
+        RUBRIC.replace("Medium", "Low/Medium"),  # two levels
+        RUBRIC.replace("Medium", "[Low / Medium]"),
+        RUBRIC.replace("Subject Clear", "[Subject Clear|Obscured]"),
+        RUBRIC.replace("Medium -", "[Medium -"),  # an unclosed bracket
     ],
 )
 def test_rubric_violations_fail_the_rubric_check_only(rubric):
@@ -142,3 +154,30 @@ def test_long_adversarial_text_is_fast():
     blob = "<thinking>" + "a < b <thinkin " * 20_000 + "</thinking><answer>3</answer>"
     result = format_reward([dataclasses.replace(GOOD, action_texts=(blob,), tool_calls_valid=())] * 2)
     assert result.reward.tolist() == [1.0, 1.0]
+
+
+def test_the_p0_template_copied_verbatim_is_not_a_rubric():
+    """P0's own output format ("Sharpness: [Low/Medium/High] - Brief note", …) chooses no level: it fails."""
+    assert failures(dataclasses.replace(GOOD, rubric_text="<thinking>x</thinking>\n" + P0_FORMAT)) == ("rubric",)
+    # the same lines with one level chosen in each pass
+    chosen = P0_FORMAT
+    for levels, level in (
+        ("Low/Medium/High", "High"),
+        ("None/Visible/Severe", "None"),
+        ("None/Minor/Severe", "Minor"),
+        ("Poor/Good/Excellent", "Good"),
+        ("Subject Clear/Obscured", "Obscured"),
+    ):
+        chosen = chosen.replace(levels, level)
+    assert failures(dataclasses.replace(GOOD, rubric_text="<thinking>x</thinking>\n" + chosen)) == ()
+
+
+def test_the_reasoning_tag_follows_the_prompt():
+    """VisualQuality-R1's single-turn question asks for <think>…</think>: with that tag, its answers pass."""
+    vqr1 = FormatRecord(None, ("<think>Sharp, clean.</think> <answer>4.20</answer>",), (), 4.2, rubric_required=False)
+    assert failures(vqr1) == ("turns",)  # the default tag is P0/PG's <thinking>
+    assert failures(dataclasses.replace(vqr1, thinking_tag="think")) == ()
+    thinking = dataclasses.replace(vqr1, action_texts=(ANSWER,), thinking_tag="think")
+    assert failures(thinking) == ("turns",)  # the other protocol's tag is not the prompt's
+    with pytest.raises(RewardInputError, match="thinking_tag must be a tag name"):
+        dataclasses.replace(vqr1, thinking_tag="th>ink")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tooliqa_tools import ToolCall, ToolError, make_toolkit, parse_tool_call
 
@@ -107,3 +111,51 @@ def test_tool_error_survives_pickling():
 def test_canonical_json_round_trips():
     call = BOTH.parse(block('{"name": "magnifier", "arguments": {"bbox_2d": [1.5, 2, 3e2, 4]}}'))
     assert json.loads(call.arguments_json) == {"bbox_2d": [1.5, 2, 300.0, 4]}
+
+
+def _hostile(n: int) -> dict[str, str]:
+    """Text of about ``n`` characters shaped against a tag scanner: unclosed, stray and empty tags, many blocks."""
+
+    def repeat(piece: str) -> str:
+        return piece * (n // len(piece))
+
+    return {
+        "unclosed opens": repeat("<tool_call>"),
+        "open then text": "<tool_call>" + "x" * n,
+        "stray closes": repeat("</tool_call>"),
+        "empty blocks": repeat("<tool_call></tool_call>"),
+        "junk blocks": repeat("<tool_call>x</tool_call>"),
+        "object blocks": repeat("<tool_call>{}</tool_call>"),
+        "deep json": "<tool_call>" + "[" * n + "</tool_call>",
+    }
+
+
+def test_hostile_text_is_parsed_in_linear_time():
+    """1 MB of hostile text in well under a second (≈ 30 ms on a CPU core); the lazy-regex scan took > 2 min.
+
+    The bound is 10× the 50 ms target so only a quadratic regression fails it; 100 KB goes first, so a regression
+    fails in seconds rather than hanging."""
+    import time
+
+    for n in (100_000, 1_000_000):
+        for name, text in _hostile(n).items():
+            best = math.inf
+            for _ in range(3):
+                start = time.perf_counter()
+                with pytest.raises(ToolError):
+                    BOTH.parse(text)
+                best = min(best, time.perf_counter() - start)
+            assert best < 0.5, f"{name}, {n} characters: {best:.2f} s"
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.sampled_from(["<tool_call>", "</tool_call>", "<tool_call", "tool_call>", "{}", "a", "<", ">"])))
+def test_blocks_pair_tags_as_the_lazy_regex_does(pieces):
+    from tooliqa_tools.parser import _blocks
+
+    text = "".join(pieces)
+    matches = list(re.finditer(r"<tool_call>(.*?)</tool_call>", text, re.DOTALL))
+    tail = text[matches[-1].end() :] if matches else text
+    blocks, rest = _blocks(text)
+    assert blocks == [m.group(1) for m in matches]
+    assert ("<tool_call>" in rest) == ("<tool_call>" in tail)

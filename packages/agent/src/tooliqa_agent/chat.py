@@ -6,6 +6,11 @@ user or tool turn is the template's rendering of that one message, taken as the 
 reference conversation with and without it — so the ids equal what the template renders for the whole conversation,
 whatever template the checkpoint ships (TRL's suffix method, ``reference/rl_stack.md`` §3.2). Each image is one
 ``<|image_pad|>`` in the template and is expanded here to its grid size / 4 tokens.
+
+That holds only for a template that renders a turn independently of the turns before it. Qwen's ``add_vision_id``
+("Picture N: " before each image, N counted over the whole conversation) breaks it: every tool view would be
+rendered "Picture 1:" while the full conversation says "Picture 2:", "Picture 3:". Such a template is refused when
+``ChatTokens`` is built (checked by rendering an image turn after zero and after one earlier image).
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from tooliqa_agent.vision import image_token_count
 
 _REFERENCE = (
     {"role": "user", "content": [{"type": "text", "text": "x"}]},
+    {"role": "assistant", "content": "y"},
+)
+_REFERENCE_WITH_IMAGE = (
+    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]},
     {"role": "assistant", "content": "y"},
 )
 
@@ -45,6 +54,13 @@ class ChatTokens:
             raise ValueError("chat template: an assistant turn does not end with <|im_end|>; not a Qwen-style template")
         self.separator = self._encode(base[base.rindex(closing) + len(closing) :])
         """Template ids between an assistant's ``<|im_end|>`` and the next turn (``"\\n"`` for Qwen); never trained."""
+        view = ("tool", "x", True)  # an image turn, as the rollout renders each tool view
+        if self._turn_after(_REFERENCE, *view) != self._turn_after(_REFERENCE_WITH_IMAGE, *view):
+            raise ValueError(
+                "chat template: an image turn renders differently after earlier images (e.g. add_vision_id=True, "
+                '"Picture N:" numbered over the conversation); turns are rendered one at a time, so the trajectory ids '
+                "would disagree with the full render. Use a template (or template options) without add_vision_id"
+            )
 
     def _render(self, messages: list[dict], generation_prompt: bool) -> str:
         return self.processor.apply_chat_template(
@@ -58,13 +74,17 @@ class ChatTokens:
         """System/tools block + user turn [image, text] + the assistant header; one placeholder for the image."""
         return self._encode(self._render([_message("user", text, image=True)], generation_prompt=True))
 
-    def _render_suffix(self, role: str, text: str, image: bool) -> tuple[int, ...]:
-        base = self._render(list(_REFERENCE), generation_prompt=False)
-        full = self._render([*_REFERENCE, _message(role, text, image)], generation_prompt=True)
+    def _turn_after(self, reference: Sequence[dict], role: str, text: str, image: bool) -> str:
+        """The text the template adds for one ``role`` message (and the next assistant header) after ``reference``."""
+        base = self._render(list(reference), generation_prompt=False)
+        full = self._render([*reference, _message(role, text, image)], generation_prompt=True)
         if not full.startswith(base):
             raise ValueError("chat template is not prefix-preserving: cannot render turns incrementally")
         closing = "y" + self.im_end
-        return self._encode(full[base.rindex(closing) + len(closing) :])
+        return full[base.rindex(closing) + len(closing) :]
+
+    def _render_suffix(self, role: str, text: str, image: bool) -> tuple[int, ...]:
+        return self._encode(self._turn_after(_REFERENCE, role, text, image))
 
     def next_turn(self, role: Literal["user", "tool"], text: str, image: bool) -> tuple[int, ...]:
         """Ids after an assistant's ``<|im_end|>``: the separator, the ``role`` turn, the next assistant header."""

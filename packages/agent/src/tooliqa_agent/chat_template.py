@@ -4,15 +4,19 @@ It renders what the Tool-IQA protocol needs and nothing else: a system block wit
 ``<tools></tools>``, images in user and tool turns as ``<|vision_start|><|image_pad|><|vision_end|>``, assistant turns
 with ``<tool_call>`` JSON, and tool responses wrapped in ``<tool_response>`` inside a user turn — the layout of the
 public Qwen3-VL-Instruct template, so code written against the tiny kit sees the same token structure as with real
-weights (whose own template ships in their directory and is used as-is).
+weights (whose own template ships in their directory and is used as-is). Like that template it numbers images
+"Picture N: " over the conversation when rendered with ``add_vision_id=True`` (which ``ChatTokens`` refuses).
 """
 
-QWEN3_VL_CHAT_TEMPLATE = r"""{%- macro render(content, in_system) -%}
+QWEN3_VL_CHAT_TEMPLATE = r"""{%- set image_count = namespace(value=0) -%}
+{%- macro render(content, in_system) -%}
 {%- if content is string -%}{{- content -}}
 {%- else -%}
 {%- for item in content -%}
 {%- if item.type == 'image' or 'image' in item or 'image_url' in item -%}
 {%- if in_system -%}{{- raise_exception('System message cannot contain images.') -}}{%- endif -%}
+{%- set image_count.value = image_count.value + 1 -%}
+{%- if add_vision_id -%}{{- 'Picture ' ~ image_count.value ~ ': ' -}}{%- endif -%}
 {{- '<|vision_start|><|image_pad|><|vision_end|>' -}}
 {%- elif item.type == 'video' or 'video' in item -%}
 {{- '<|vision_start|><|video_pad|><|vision_end|>' -}}

@@ -9,6 +9,10 @@ structured outputs accept (``StructuredOutputsParams(grammar=…)``), so both en
   (every number inside its range) + ``</tool_call>`` OR ``<answer>score</answer>`` with a score in [1, 5];
 - ``final``: ``<thinking>text</thinking> <answer>score</answer>``.
 
+``thinking`` is the reasoning tag the protocol's prompt asks for (``ProtocolConfig.thinking_tag``: ``think`` in
+VisualQuality-R1's single-turn protocol), as the format reward checks it. Every score the grammar admits is a plain
+decimal in [min_score, max_score] that ``parse_score`` reads back exactly.
+
 A grammar ends where the turn ends: once it is complete the matcher allows only the stop token ``<|im_end|>``
 (xgrammar matches text, never special tokens, so the stop token is the matcher's stop set, not a literal).
 Free text is printable ASCII without ``<``/``>`` and bounded, so every turn has a byte bound
@@ -326,14 +330,18 @@ def _ref(name: str, expr: _Expr) -> _Expr:
 
 
 def build_grammars(
-    schemas: Sequence[ToolSchema], config: GrammarConfig = GrammarConfig(), integer_arrays: bool = True
+    schemas: Sequence[ToolSchema],
+    config: GrammarConfig = GrammarConfig(),
+    integer_arrays: bool = True,
+    thinking_tag: str = "thinking",
 ) -> TurnGrammars:
     """The grammar of every turn kind. ``schemas``: the enabled tools (empty: the action turn can only answer).
 
     ``integer_arrays``: array items (the magnifier's box) are integers — Qwen3-VL's 0–1000 grid and pixel
-    coordinates are integers; unit coordinates are not.
+    coordinates are integers; unit coordinates are not. ``thinking_tag``: the reasoning tag every turn opens with.
     """
-    thinking = _seq(_lit("<thinking>"), _free_text(config.max_thinking_chars, newlines=True), _lit("</thinking>"))
+    text = _free_text(config.max_thinking_chars, newlines=True)
+    thinking = _seq(_lit(f"<{thinking_tag}>"), text, _lit(f"</{thinking_tag}>"))
     gap = _chars("[ \\n]", 0, 2)
     score = _decimal(Fraction(str(config.min_score)), Fraction(str(config.max_score)), config.score_decimals)
     answer = _seq(_lit("<answer>"), _ref("score", score), _lit("</answer>"))
@@ -366,5 +374,6 @@ def turn_grammar(
 ) -> str:
     """The EBNF of a ``kind`` turn under ``protocol`` with ``toolkit``'s tools (the rollout's entry point)."""
     schemas = [toolkit.tool(name).schema() for name in toolkit.names] if protocol.tools_on else []
-    grammars = build_grammars(schemas, config, integer_arrays=protocol.magnifier.coords != "unit")
+    integer_arrays = protocol.magnifier.coords != "unit"
+    grammars = build_grammars(schemas, config, integer_arrays=integer_arrays, thinking_tag=protocol.thinking_tag)
     return grammars.for_kind(kind).ebnf

@@ -8,6 +8,7 @@ of :class:`PromptConfig`, so a config overrides any of them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 P0 = """You are doing the image quality assessment task. Instead of giving a score immediately, first analyze the image based on the following key dimensions:
@@ -67,6 +68,21 @@ class PromptConfig:
     """The whole first user turn when tools are none and the rubric is off (VisualQuality-R1's protocol)."""
     refused_reason: str = "no tool calls remain"
     """The failure reason for a tool call made when no round is left."""
+    single_turn_tag: str = "think"
+    """The reasoning tag of the single-turn protocol when ``single_turn`` asks for it (VisualQuality-R1's question asks
+    for ``<think>…</think>``): the format reward and the structured grammar then expect it. A question that does not
+    mention ``<tag>`` keeps P0/PG's ``<thinking>``."""
+
+    def __post_init__(self) -> None:
+        tag = self.single_turn_tag
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", tag) or tag in ("answer", "tool_call"):
+            raise ValueError(f"PromptConfig.single_turn_tag must be a tag name (not answer/tool_call), got {tag!r}")
+
+    def thinking_tag(self, rubric: bool, tools: bool) -> str:
+        """The reasoning tag the first user turn asks the assistant turns to open with (``thinking`` but for a
+        single-turn question that asks for ``single_turn_tag``)."""
+        asked = not (rubric or tools) and f"<{self.single_turn_tag}>" in self.single_turn
+        return self.single_turn_tag if asked else "thinking"
 
     def first_user(self, rubric: bool, tools: bool) -> str:
         """Text of the first user turn (it follows the image)."""

@@ -68,7 +68,7 @@ class Trajectory:
     score: float | None
     """The parsed final score in [1, 5]; None on failure."""
     failure: str | None
-    """None, or ``"<code>: <detail>"`` with code one of truncated, no_action, no_number, out_of_range,
+    """None, or ``"<code>: <detail>"`` with code one of truncated, no_action, no_number, bad_number, out_of_range,
     tool_after_last_round, vision_token."""
     image_index: int
     """Index of the image in the rollout batch."""

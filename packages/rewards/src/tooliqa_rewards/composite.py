@@ -36,6 +36,10 @@ class RewardConfig:
     """BATE's constants."""
     rank_eps: float = RANK_EPS
     """ε of the rank reward (VisualQuality-R1: 1e-6)."""
+    rank_within_dataset: bool = False
+    """Rank each image only against the images of its own dataset (SPEC §4's option; the ids are
+    ``RewardInputs.groups``, required when on). Off: against every image of the batch. It matters when a batch mixes
+    datasets whose MOS scales differ; the trainer's datamodule draws one dataset per step, so there it changes nothing."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +63,8 @@ class RewardInputs:
     format_records: tuple[FormatRecord, ...]
     """B·G records, row-major (image i, trajectory k at i·G + k)."""
     groups: torch.Tensor | None = None
-    """Optional integer ``[B]`` (e.g. dataset ids): rank comparisons stay within a group."""
+    """Optional integer ``[B]`` dataset ids: with ``RewardConfig.rank_within_dataset`` rank comparisons stay within
+    a group (ignored otherwise)."""
     rho: float | None = None
     """Batch tool rate for BATE; None computes it from this batch (pass the all-ranks rate when sharded)."""
 
@@ -172,7 +177,10 @@ class RewardOutput:
 def compute_rewards(inputs: RewardInputs, config: RewardConfig = RewardConfig()) -> RewardOutput:
     """All components of `REWARDS`, their weighted total and the batch stats."""
     rho = batch_tool_rate(inputs.used_tool, inputs.valid) if inputs.rho is None else inputs.rho
-    rank = rank_reward(inputs.scores, inputs.mos, inputs.valid, inputs.groups, eps=config.rank_eps)
+    if config.rank_within_dataset and inputs.groups is None:
+        raise RewardInputError("RewardConfig.rank_within_dataset needs RewardInputs.groups (the images' dataset ids)")
+    groups = inputs.groups if config.rank_within_dataset else None
+    rank = rank_reward(inputs.scores, inputs.mos, inputs.valid, groups, eps=config.rank_eps)
     ctx = RewardContext(inputs, config, rho, rank, format_reward(inputs.format_records))
     parts = {name: fn(ctx) for name, fn in REWARDS.items()}
     total = sum(getattr(config.weights, name) * part for name, part in parts.items())

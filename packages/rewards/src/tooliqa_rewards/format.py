@@ -3,18 +3,23 @@
 The reward reads plain text and flags (`FormatRecord`), never agent objects. Checks, in `FORMAT_CHECKS` order:
 
 - ``rubric``: the rubric turn is ``<thinking>…</thinking>`` then ``<answer>`` with the five P0 attribute lines in P0's
-  order, each with an allowed level (a ``[…]`` around the level, a ``- note`` after it, ``**bold**`` and a leading
-  bullet are accepted), then ``</answer>``; a missing rubric fails only where it is required.
+  order, each with exactly one allowed level (a ``[…]`` around it, a ``- note`` after it, ``**bold**`` and a leading
+  bullet are accepted; P0's template ``[Low/Medium/High]`` copied as is names no level and fails), then ``</answer>``;
+  a missing rubric fails only where it is required.
 - ``turns``: every action turn is ``<thinking>…</thinking>`` then exactly one ``<tool_call>…</tool_call>`` or
   ``<answer>…</answer>``, nothing else around them but whitespace, and there is at least one action turn.
 - ``final_answer``: the last action turn answers and every earlier one calls a tool.
 - ``tool_calls``: every issued tool call parsed and ran.
 - ``score``: the parsed final score exists and lies in [1, 5].
 - ``tool_rounds``: at most ``max_tool_rounds`` turns call a tool.
+
+``<thinking>`` stands for the record's ``thinking_tag``: the reasoning tag the protocol's prompt asks for (P0 and PG:
+``thinking``; VisualQuality-R1's single-turn question: ``think``, as its own format reward reads it).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -36,26 +41,33 @@ RUBRIC_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
 SCORE_RANGE = (1.0, 5.0)
 """Valid final scores (inclusive); out-of-range scores are failures, never clamped."""
 
-# Text without a protocol tag: runs free of "<" eaten possessively, so matching is linear and never backtracks.
-_BODY = r"(?:[^<]++|<(?!/?(?:thinking|tool_call|answer)>))*+"
-_LINE_REST = r"(?:[^<\n]++|<(?!/?(?:thinking|tool_call|answer)>))*+"
-_THINKING = rf"\s*<thinking>{_BODY}</thinking>\s*"
+THINKING_TAG = "thinking"
+"""The reasoning tag of P0, PG and P_final."""
 
 
-def _rubric_line(name: str, levels: tuple[str, ...]) -> str:
+def _rubric_line(name: str, levels: tuple[str, ...], line_rest: str) -> str:
     words = r"\s+"  # "Subject  Clear", "Saliency\tVisibility"
     level = "|".join(words.join(map(re.escape, lv.split())) for lv in levels)
     label = words.join(map(re.escape, name.split()))
+    # One level, bracketed or not: "[Low/Medium/High]" (P0's template) or "Low/Medium" chooses none.
     return (
         rf"[ \t]*(?:[-*][ \t]*)?(?:\*\*)?(?i:{label})(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?"
-        rf"\[?(?i:{level})\]?(?![A-Za-z]){_LINE_REST}"
+        rf"(?:\[(?i:{level})\]|(?i:{level}))(?![A-Za-z])(?![ \t]*[/|]){line_rest}"
     )
 
 
-_RUBRIC_RE = re.compile(
-    _THINKING + r"<answer>\s*" + r"\s*\n".join(_rubric_line(n, lv) for n, lv in RUBRIC_LEVELS) + r"\s*</answer>\s*"
-)
-_ACTION_RE = re.compile(_THINKING + rf"(?:<tool_call>{_BODY}</tool_call>|<answer>{_BODY}</answer>)\s*")
+@functools.cache
+def _patterns(tag: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(rubric turn, action turn) patterns for the reasoning tag ``tag``."""
+    tags = rf"(?:{re.escape(tag)}|tool_call|answer)"
+    # Text without a protocol tag: runs free of "<" eaten possessively, so matching is linear and never backtracks.
+    body = rf"(?:[^<]++|<(?!/?{tags}>))*+"
+    line_rest = rf"(?:[^<\n]++|<(?!/?{tags}>))*+"
+    thinking = rf"\s*<{re.escape(tag)}>{body}</{re.escape(tag)}>\s*"
+    lines = r"\s*\n".join(_rubric_line(n, lv, line_rest) for n, lv in RUBRIC_LEVELS)
+    rubric = re.compile(thinking + r"<answer>\s*" + lines + r"\s*</answer>\s*")
+    action = re.compile(thinking + rf"(?:<tool_call>{body}</tool_call>|<answer>{body}</answer>)\s*")
+    return rubric, action
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,9 @@ class FormatRecord:
     """The protocol has a rubric turn (the rubric switch of the ablations)."""
     max_tool_rounds: int = 2
     """Most tool-call turns the protocol allows."""
+    thinking_tag: str = THINKING_TAG
+    """The reasoning tag every turn opens with, the one the protocol's prompt asks for (``think`` for
+    VisualQuality-R1's single-turn question)."""
 
     def __post_init__(self) -> None:
         if not (self.rubric_text is None or isinstance(self.rubric_text, str)):
@@ -83,6 +98,8 @@ class FormatRecord:
         for name in ("action_texts", "tool_calls_valid"):
             if not isinstance(getattr(self, name), tuple):
                 raise RewardInputError(f"FormatRecord.{name} must be a tuple, got {type(getattr(self, name)).__name__}")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", str(self.thinking_tag)):
+            raise RewardInputError(f"FormatRecord.thinking_tag must be a tag name, got {self.thinking_tag!r}")
 
 
 def _answers(text: str) -> bool:
@@ -91,11 +108,14 @@ def _answers(text: str) -> bool:
 
 
 def _check_rubric(r: FormatRecord) -> bool:
-    return not r.rubric_required if r.rubric_text is None else _RUBRIC_RE.fullmatch(r.rubric_text) is not None
+    if r.rubric_text is None:
+        return not r.rubric_required
+    return _patterns(r.thinking_tag)[0].fullmatch(r.rubric_text) is not None
 
 
 def _check_turns(r: FormatRecord) -> bool:
-    return bool(r.action_texts) and all(_ACTION_RE.fullmatch(t) is not None for t in r.action_texts)
+    action = _patterns(r.thinking_tag)[1]
+    return bool(r.action_texts) and all(action.fullmatch(t) is not None for t in r.action_texts)
 
 
 def _check_final_answer(r: FormatRecord) -> bool:

@@ -11,6 +11,7 @@ untrusted: a regex with a lazy ``.*?`` rescans to the end from every unclosed ta
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from tooliqa_tools.errors import ToolError
@@ -35,17 +36,11 @@ def decode_json(content: str) -> object:
 
 
 def _blocks(text: str) -> tuple[list[str], str]:
-    """(contents of the complete blocks, the text after the last one), paired as ``<tool_call>(.*?)</tool_call>``
-    matches left to right, in one forward pass (each ``find`` starts where the previous block ended)."""
-    contents: list[str] = []
-    end = 0
-    while (start := text.find(OPEN, end)) != -1:
-        stop = text.find(CLOSE, start + len(OPEN))
-        if stop == -1:
-            break
-        contents.append(text[start + len(OPEN) : stop])
-        end = stop + len(CLOSE)
-    return contents, text[end:]
+    """(contents of the complete blocks, the text after the last ``CLOSE``), paired as ``<tool_call>(.*?)</tool_call>``
+    matches left to right: a block opens at the first ``OPEN`` of a piece between two ``CLOSE`` tags (the tags cannot
+    overlap). One ``split``: linear, and the per-block work stays in C."""
+    *closed, tail = text.split(CLOSE)
+    return [piece.partition(OPEN)[2] for piece in closed if OPEN in piece], tail
 
 
 def _is_call(content: str) -> bool:
@@ -70,7 +65,8 @@ def parse_tool_call(turn_text: str, toolkit: Toolkit) -> ToolCall:
     if OPEN in content:
         raise ToolError(f"nested {OPEN} tags; write one {OPEN}{{json}}{CLOSE} block")
     call = decode_json(content.strip())
-    earlier = sum(_is_call(block.strip()) for block in blocks[:-1])
+    earlier_blocks = Counter(block.strip() for block in blocks[:-1])  # a repeated block is decoded once
+    earlier = sum(count for block, count in earlier_blocks.items() if _is_call(block))
     if isinstance(call, list):
         raise ToolError(f"exactly one tool call per turn, got a list of {len(call)}")
     if earlier:

@@ -18,12 +18,10 @@ import torch
 from torch import nn
 
 from tooliqa_agent.collate import collate
+from tooliqa_agent.protocol import score_numeral
 from tooliqa_agent.trajectory import Trajectory
 
 __all__ = ["READOUTS", "Readout", "ReadoutContext", "expected_scores", "leading_digit_position", "sampled_scores"]
-
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)  # as tooliqa_agent.protocol.parse_score reads it
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 Readout = Callable[[Sequence[Sequence[Trajectory]], "ReadoutContext"], list[float | None]]
 """``(groups [B][G], context) -> [B]`` predicted scores (None: no valid sample)."""
@@ -61,15 +59,14 @@ def leading_digit_position(trajectory: Trajectory, tokenizer) -> int | None:
     positions = generated[start:]
     pieces = [tokenizer.decode([int(trajectory.input_ids[p])]) for p in positions]
     text = "".join(pieces)
-    answers = list(_ANSWER.finditer(text))
-    number = _NUMBER.search(answers[-1].group(1)) if answers else None
-    if number is None or not re.fullmatch(r"\d(?:\.\d+)?", number.group()):
+    located = score_numeral(text)  # where parse_score read the score
+    if located is None or not re.fullmatch(r"\d(?:\.\d+)?", located[1]):
         return None
-    start = answers[-1].start(1) + number.start()
+    start, numeral = located
     offset = 0
     for position, piece in zip(positions, pieces):
         if offset == start:
-            return position if piece == number.group()[0] else None
+            return position if piece == numeral[0] else None
         offset += len(piece)
         if offset > start:
             return None

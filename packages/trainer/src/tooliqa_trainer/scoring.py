@@ -2,11 +2,13 @@
 
 The rank reward and BATE's tool-usage rate ρ are batch-level quantities (SPEC §4): every rank scores the GLOBAL batch
 (all ranks' images, gathered) and keeps its own rows, so a run on 8 GPUs computes the same rewards as on one.
+With ``RewardConfig.rank_within_dataset`` the images' dataset names become the rank reward's groups.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -15,7 +17,13 @@ from tooliqa_agent.protocol import ProtocolConfig
 from tooliqa_agent.trajectory import Trajectory
 from tooliqa_rewards import FormatRecord, RewardConfig, RewardInputs, RewardOutput, compute_rewards
 
-__all__ = ["format_record", "reward_inputs", "score_global_batch"]
+__all__ = ["dataset_id", "format_record", "reward_inputs", "score_global_batch"]
+
+
+def dataset_id(name: str) -> int:
+    """A dataset's group id for the rank reward: the same on every rank with no exchange of names (a 63-bit hash;
+    two names of one run colliding is a 2^-63 chance)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest()) >> 1
 
 
 def format_record(trajectory: Trajectory, protocol: ProtocolConfig) -> FormatRecord:
@@ -29,15 +37,23 @@ def format_record(trajectory: Trajectory, protocol: ProtocolConfig) -> FormatRec
         score=trajectory.score,
         rubric_required=protocol.rubric,
         max_tool_rounds=protocol.max_tool_rounds,
+        thinking_tag=protocol.thinking_tag,
     )
 
 
-def reward_inputs(groups: Sequence[Sequence[Trajectory]], mos: torch.Tensor, protocol: ProtocolConfig) -> RewardInputs:
+def reward_inputs(
+    groups: Sequence[Sequence[Trajectory]],
+    mos: torch.Tensor,
+    protocol: ProtocolConfig,
+    datasets: Sequence[str] | None = None,
+) -> RewardInputs:
     """Rewards inputs of one rank's rollout.
 
     Args:
         groups: ``[B][G]`` trajectories from ``Agent.rollout``.
         mos: ``[B]`` ground-truth quality, higher = better.
+        datasets: ``[B]`` dataset names of the images (``IQAItem.dataset``): the rank reward's groups, used with
+            ``RewardConfig.rank_within_dataset``.
 
     Returns:
         :class:`RewardInputs` with ``[B, G]`` tensors on CPU and B·G format records in row-major order.
@@ -56,7 +72,7 @@ def reward_inputs(groups: Sequence[Sequence[Trajectory]], mos: torch.Tensor, pro
         used_tool=grid([t.num_successful_calls > 0 for t in flat], torch.bool),
         tool_free=grid([t.num_tool_calls == 0 for t in flat], torch.bool),
         format_records=tuple(format_record(t, protocol) for t in flat),
-        groups=None,
+        groups=None if datasets is None else torch.tensor([dataset_id(name) for name in datasets], dtype=torch.long),
         n_successful_calls=grid([t.num_successful_calls for t in flat], torch.long),
         n_failed_calls=grid([t.num_failed_calls for t in flat], torch.long),
     )
@@ -74,7 +90,7 @@ def _concat(parts: Sequence[RewardInputs]) -> RewardInputs:
         used_tool=cat("used_tool"),
         tool_free=cat("tool_free"),
         format_records=tuple(r for p in parts for r in p.format_records),
-        groups=None,
+        groups=None if any(p.groups is None for p in parts) else cat("groups"),
         n_successful_calls=cat("n_successful_calls"),
         n_failed_calls=cat("n_failed_calls"),
     )
