@@ -98,12 +98,20 @@ class GrammarConfig:
     """Upper bound of a number whose schema gives no range (pixel coordinates): keeps every turn bounded."""
     rubric: tuple[RubricAttribute, ...] = RUBRIC
     """The rubric lines, in order."""
+    box_choices: tuple[tuple[int, int, int, int], ...] = ()
+    """When given, every 4-number array argument (the Magnifier's ``bbox_2d``) is one of these boxes, in the tool's
+    coordinates: a menu of regions the model picks from. The CPU demo offers the four quadrants and the centre,
+    because a random model's free digits write an empty box (x1 ≥ x2 or y1 ≥ y2) about 3 times in 4. Empty: any
+    box inside the range."""
 
     def __post_init__(self) -> None:
         if self.max_thinking_chars < 0:
             raise GrammarError(f"GrammarConfig.max_thinking_chars must be ≥ 0, got {self.max_thinking_chars}")
         if self.max_note_chars < 1:
             raise GrammarError(f"GrammarConfig.max_note_chars must be ≥ 1, got {self.max_note_chars}")
+        for box in self.box_choices:
+            if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
+                raise GrammarError(f"GrammarConfig.box_choices: {list(box)} is not a box [x1, y1, x2, y2] (x1<x2, y1<y2)")
         if self.score_decimals < 0 or self.argument_decimals < 0:
             raise GrammarError("GrammarConfig: score_decimals and argument_decimals must be ≥ 0")
         if not 0 <= self.min_score <= self.max_score:
@@ -275,6 +283,8 @@ def _value(param: ParamSpec, integer_arrays: bool, config: GrammarConfig, tool: 
     if param.type == "array":
         if param.length is None or param.length < 1:
             raise GrammarError(f"{tool}: {param.name}: an array needs a fixed length ≥ 1 for a grammar")
+        if config.box_choices and param.length == 4:
+            return _alt(*(_lit(json.dumps(list(box))) for box in config.box_choices))
         item = _number(param, integer=integer_arrays, config=config, tool=tool)
         items = [item] + [_seq(_lit(", "), item)] * (param.length - 1)
         return _seq(_lit("["), *items, _lit("]"))

@@ -84,7 +84,11 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
             matcher.fill_next_token_bitmask(self.bitmask, row)
             masked.append(row)
             if self.first_token is not None and (text := matcher.find_jump_forward_string()):
-                forced.append((row, self.first_token(text)))
+                token = self.first_token(text)
+                # xgrammar's mask can refuse a token its jump-forward text begins with (seen: "evere" after "S"
+                # in "Severe"); such a row keeps the plain mask
+                if int(self.bitmask[row, token // 32]) >> (token % 32) & 1:
+                    forced.append((row, token))
         if masked:
             backend = "cpu" if scores.device.type == "cpu" else "torch_native"  # no Triton JIT needed on GPU boxes
             self._xgr.apply_token_bitmask_inplace(
