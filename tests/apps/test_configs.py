@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 OVERLAYS = sorted((CONFIGS / "ablations").glob("*.yaml")) + sorted((CONFIGS / "variants").glob("*.yaml"))
-STANDALONE = sorted(CONFIGS.glob("*.yaml"))
+STANDALONE = sorted(CONFIGS.glob("*.yaml")) + [CONFIGS / "demo" / "single_turn.yaml"]
+DEMO_OVERLAYS = sorted(p for p in (CONFIGS / "demo").glob("*.yaml") if p.name != "single_turn.yaml")
 # GPU configs are instantiated on CPU: the DeepSpeed strategy itself is checked in test_deepspeed_strategy_from_config.
 CPU = ["--trainer.accelerator=cpu", "--trainer.strategy=auto", "--trainer.precision=32-true", "--trainer.devices=1"]
 
@@ -34,7 +35,7 @@ def _cli(*configs: Path, extra: tuple[str, ...] = ()):
 
 
 def test_every_config_starts_with_its_launch_command():
-    for path in STANDALONE + OVERLAYS:
+    for path in STANDALONE + OVERLAYS + DEMO_OVERLAYS:
         head = path.read_text().splitlines()[:4]
         assert head[0].startswith("#"), f"{path} must start with a comment"
         assert any("python apps/train.py fit --config" in line for line in head), f"{path}: no launch command"
@@ -63,6 +64,36 @@ def test_overlay_parses_on_top_of_the_paper_config(overlay, monkeypatch, tmp_pat
         "lora.yaml": lambda: cli.model.policy_config.lora is not None and cli.model.policy_config.lora.r == 64,
     }
     assert expected[overlay.name]()
+
+
+def test_demo_runs_the_papers_protocol(monkeypatch, tmp_path):
+    """The README's main job is Tool-IQA itself: rubric, both tools, two rounds, rank + format + BATE, GSPO + KL
+    schedule, on the hidden-evidence set (issue 12)."""
+    monkeypatch.chdir(tmp_path)
+    cli = _cli(CONFIGS / "demo.yaml")
+    m = cli.model
+    protocol, weights = m.rollout_config.protocol, m.reward_config.weights
+    assert protocol.tools == "both" and protocol.rubric and protocol.structured and protocol.max_tool_rounds == 2
+    assert weights.rank > 0 and weights.format > 0 and weights.bate > 0
+    bate = m.reward_config.bate
+    assert (bate.target_rate, bate.band_low, bate.band_high, bate.outside_band_factor) == (0.5, 0.35, 0.65, 3.0)
+    assert m.grpo.loss == "gspo" and len(m.grpo.kl_schedule) == 2
+    assert cli.datamodule.hidden_evidence is not None and cli.datamodule.synthetic is None
+
+
+@pytest.mark.parametrize("overlay", DEMO_OVERLAYS, ids=lambda p: p.name)
+def test_demo_ablations_change_one_thing(overlay, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    cli = _cli(CONFIGS / "demo.yaml", overlay)
+    protocol, weights = cli.model.rollout_config.protocol, cli.model.reward_config.weights
+    expected = {
+        "no_bate.yaml": lambda: weights.bate == 0.0 and protocol.tools == "both" and protocol.rubric,
+        "no_tools.yaml": lambda: protocol.tools == "none" and not protocol.rubric and weights.bate == 0.0,
+        "magnifier_only.yaml": lambda: protocol.tools == "magnifier" and weights.bate > 0,
+        "gamma_only.yaml": lambda: protocol.tools == "gamma" and weights.bate > 0,
+    }
+    assert expected[overlay.name]()
+    assert cli.trainer.default_root_dir != "runs/demo"  # each ablation writes its own run folder
 
 
 def test_paper_config_has_the_paper_hyperparameters(monkeypatch, tmp_path):

@@ -70,6 +70,9 @@ class Assessment:
     """Wall-clock seconds spent on this image (0: the runner splits the batch's time evenly)."""
     detail: str | None = None
     """Free-text detail for non-ok statuses (e.g. the unparsable answer)."""
+    other_scores: tuple[tuple[str, float | None], ...] = ()
+    """The same trajectories read out in other ways, ``(readout name, score)`` (e.g. the probability-weighted
+    score beside the written one)."""
 
 
 @runtime_checkable

@@ -31,6 +31,7 @@ class AgentAssessor:
         samples: int = 1,
         readout: str = "sampled",
         model: torch.nn.Module | None = None,
+        also_readouts: Sequence[str] = (),
     ):
         """
         Args:
@@ -40,13 +41,15 @@ class AgentAssessor:
             samples: trajectories per image (the first trajectory's turns and tool calls are kept as the record).
             readout: a :data:`~tooliqa_trainer.readout.READOUTS` name: "sampled" or "expected".
             model: the policy module for the "expected" readout (default: the engine's model, as the hf engine has).
+            also_readouts: more readouts of the same trajectories, kept in each assessment's ``other_scores``.
         """
         if samples < 1 or (samples > 1 and sampling.temperature == 0):
             raise ValueError(f"AgentAssessor: samples must be ≥ 1, and > 1 needs temperature > 0 (got {samples})")
-        if readout not in READOUTS:
-            raise ValueError(f"AgentAssessor: unknown readout {readout!r}; known: {sorted(READOUTS)}")
+        for name in (readout, *also_readouts):
+            if name not in READOUTS:
+                raise ValueError(f"AgentAssessor: unknown readout {name!r}; known: {sorted(READOUTS)}")
         model = model if model is not None else getattr(agent.engine, "model", None)
-        if readout == "expected" and not isinstance(model, torch.nn.Module):
+        if "expected" in (readout, *also_readouts) and not isinstance(model, torch.nn.Module):
             raise ValueError(
                 f"AgentAssessor: readout 'expected' needs the policy as a torch module; the "
                 f"{type(agent.engine).__name__} engine has none (use the hf engine)"
@@ -56,6 +59,7 @@ class AgentAssessor:
         self.views = views
         self.samples = samples
         self.readout = READOUTS[readout]
+        self.also_readouts = {name: READOUTS[name] for name in also_readouts}
         grammar = agent.protocol.grammar
         self.context = ReadoutContext(model, agent.processor, grammar.min_score, grammar.max_score)
 
@@ -64,14 +68,17 @@ class AgentAssessor:
         with torch.no_grad():
             groups = self.agent.rollout(list(images), self.samples, self.sampling)
             scores = self.readout(groups, self.context)
+            others = {name: readout(groups, self.context) for name, readout in self.also_readouts.items()}
         seconds = (time.perf_counter() - start) / max(1, len(images))
         assessments = [to_assessment(group[0], seconds, self.views) for group in groups]
-        return [
-            dataclasses.replace(a, score=score, status=OK if score is not None else PARSE_FAILURE)
-            if score != a.score
-            else a
-            for a, score in zip(assessments, scores)
-        ]
+        out = []
+        for index, (a, score) in enumerate(zip(assessments, scores)):
+            if score != a.score:
+                a = dataclasses.replace(a, score=score, status=OK if score is not None else PARSE_FAILURE)
+            if others:
+                a = dataclasses.replace(a, other_scores=tuple((name, s[index]) for name, s in others.items()))
+            out.append(a)
+        return out
 
 
 def to_assessment(trajectory: Trajectory, seconds: float, views: bool = False) -> Assessment:

@@ -165,5 +165,8 @@ class ValidationConfig:
     readout: Literal["sampled", "expected"] = "sampled"
     """How an image's trajectories become its score (``tooliqa_trainer.readout``): the mean parsed score, or the
     probability-weighted score (the answer's leading digit replaced by its expectation under the policy)."""
+    also_readouts: tuple[Literal["sampled", "expected"], ...] = ()
+    """Readouts of the same held-out trajectories printed and logged beside ``readout`` (``val_<name>/srcc``),
+    labelled: e.g. the probability-weighted score beside the paper's written one."""
     failure_score: float = 3.0
     """Score given to a parse failure when computing SRCC/PLCC (the middle of [1, 5]); failures are also counted."""

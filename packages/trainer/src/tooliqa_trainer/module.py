@@ -94,6 +94,8 @@ class GRPOModule(L.LightningModule):
         self.held_out_rows: list[ValidationRow] = []
         """The last validation pass's rows, every rank's (the tool breakdown reads them)."""
         self.held_out: list[HeldOutResult] = []
+        self.held_out_also: dict[str, list[HeldOutResult]] = {name: [] for name in validation.also_readouts}
+        """Per extra readout (``validation.also_readouts``), its result of every validation pass."""
         self._engine_seed_offset: int | None = None
         self.engine: Engine | None = None
         self._engine_step: int | None = 0
@@ -144,6 +146,7 @@ class GRPOModule(L.LightningModule):
             samples=self.validation_config.samples,
             readout=self.validation_config.readout,
             model=self.policy,
+            also_readouts=self.validation_config.also_readouts,
         )
         self._restore_engine_seed()  # a checkpoint loaded before the engine existed
 
@@ -228,7 +231,8 @@ class GRPOModule(L.LightningModule):
 
     def score(self, groups: list[list[Trajectory]], batch: ImageBatch) -> RewardOutput:
         """Rank + format + BATE rewards of this rank's ``[B, G]`` trajectories, ranked over the global batch."""
-        inputs = reward_inputs(groups, batch.mos, self.rollout_config.protocol)
+        datasets = [item.dataset for item in batch.items]
+        inputs = reward_inputs(groups, batch.mos, self.rollout_config.protocol, datasets=datasets)
         return score_global_batch(inputs, self.reward_config)
 
     def update(self, trajectories: list[Trajectory], advantages: torch.Tensor, beta: float, timer: _Timer) -> LossStats:
@@ -348,18 +352,25 @@ class GRPOModule(L.LightningModule):
         for item, assessment, mos in zip(batch.items, assessments, batch.mos.tolist()):
             tools = tuple(call.name for call in assessment.tool_calls if call.ok)
             subset = subsets.get(Path(item.image).resolve())
-            self._val_rows.append(ValidationRow(assessment.score, float(mos), subset, tools))
+            self._val_rows.append(ValidationRow(assessment.score, float(mos), subset, tools, assessment.other_scores))
 
     def on_validation_epoch_end(self) -> None:
         rows = self._gather_rows(self._val_rows)
         self._val_rows = []
         self.held_out_rows = rows
-        pairs = [(row.score, row.mos) for row in rows]
-        result = held_out_result(pairs, self.global_step, self.validation_config.failure_score)
+        failure_score = self.validation_config.failure_score
+        result = held_out_result([(row.score, row.mos) for row in rows], self.global_step, failure_score)
         self.held_out.append(result)
+        summary = result.summary()
+        for name, results in self.held_out_also.items():
+            pairs = [(dict(row.other_scores).get(name), row.mos) for row in rows]
+            results.append(held_out_result(pairs, self.global_step, failure_score))
+            summary += f"  | {name} readout: SRCC {results[-1].srcc:.3f}  PLCC {results[-1].plcc:.3f}"
         if not self.trainer.sanity_checking:
             self.log_dict(result.log("val"), rank_zero_only=True)
-        rank_zero_info(result.summary())
+            for name, results in self.held_out_also.items():
+                self.log_dict(results[-1].log(f"val_{name}"), rank_zero_only=True)
+        rank_zero_info(summary)
 
     def _gather_rows(self, rows: list[ValidationRow]) -> list[ValidationRow]:
         if not torch.distributed.is_initialized():
@@ -370,11 +381,13 @@ class GRPOModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         if len(self.held_out) >= 2:
-            first, last = self.held_out[0], self.held_out[-1]
-            rank_zero_info(
-                f"held-out SRCC {first.srcc:.3f} → {last.srcc:.3f}, PLCC {first.plcc:.3f} → {last.plcc:.3f} "
-                f"(step {first.step} → {last.step})"
-            )
+            readouts = [(self.validation_config.readout, self.held_out), *self.held_out_also.items()]
+            for name, results in readouts:
+                first, last = results[0], results[-1]
+                rank_zero_info(
+                    f"held-out SRCC {first.srcc:.3f} → {last.srcc:.3f}, PLCC {first.plcc:.3f} → {last.plcc:.3f} "
+                    f"(step {first.step} → {last.step}; {name} readout)"
+                )
 
     # ----------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

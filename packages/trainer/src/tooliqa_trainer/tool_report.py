@@ -31,6 +31,8 @@ class ValidationRow:
     """The image's subset, None when its manifest has no ``subset`` column."""
     tools: tuple[str, ...]
     """Tools its recorded trajectory called successfully, in call order (empty: tool-free)."""
+    other_scores: tuple[tuple[str, float | None], ...] = ()
+    """The same trajectories read out otherwise, ``(readout name, score)`` (``ValidationConfig.also_readouts``)."""
 
 
 def _correlations(rows: Sequence[ValidationRow]) -> str:
