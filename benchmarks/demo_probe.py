@@ -198,7 +198,8 @@ def hidden_evidence(args) -> dict:
     groups += [(f"  {kind}", train_k == kind, test_k == kind) for kind in sorted(set(train_k))]
     for subset, a, b in groups:
         table[subset] = {
-            view: ridge_srcc(train_states[view][a], train_y[a], test_states[view][b], test_y[b]) for view in HIDDEN_VIEWS
+            view: ridge_srcc(train_states[view][a], train_y[a], test_states[view][b], test_y[b])
+            for view in HIDDEN_VIEWS
         }
     separability = ridge_accuracy(train_states["original"], list(train_s), test_states["original"], list(test_s))
     return {

@@ -16,7 +16,9 @@ H, W = 768, 1024
 def test_qwen1000_box_by_hand():
     # x: 102.4 … 614.4 → 102 … 615 (outward); y: 153.6 … 537.6 → 153 … 538. Crop 385 × 513 (h × w);
     # scale 1024 / 513 → 768.5 × 1024 → sides snap to 768 × 1024.
-    assert plan_crop([100, 200, 600, 700], H, W, MagnifierConfig(min_pixels=1)) == CropPlan((102, 153, 615, 538), (768, 1024))
+    assert plan_crop([100, 200, 600, 700], H, W, MagnifierConfig(min_pixels=1)) == CropPlan(
+        (102, 153, 615, 538), (768, 1024)
+    )
 
 
 def test_same_region_in_every_coordinate_system():

@@ -111,7 +111,9 @@ class GrammarConfig:
             raise GrammarError(f"GrammarConfig.max_note_chars must be ≥ 1, got {self.max_note_chars}")
         for box in self.box_choices:
             if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
-                raise GrammarError(f"GrammarConfig.box_choices: {list(box)} is not a box [x1, y1, x2, y2] (x1<x2, y1<y2)")
+                raise GrammarError(
+                    f"GrammarConfig.box_choices: {list(box)} is not a box [x1, y1, x2, y2] (x1<x2, y1<y2)"
+                )
         if self.score_decimals < 0 or self.argument_decimals < 0:
             raise GrammarError("GrammarConfig: score_decimals and argument_decimals must be ≥ 0")
         if not 0 <= self.min_score <= self.max_score:
