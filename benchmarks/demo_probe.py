@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--max_pixels", type=int, default=64 * 64, help="hidden: the kit's pixel budget")
     parser.add_argument("--train_references", type=int, default=24, help="hidden: training references")
     parser.add_argument("--held_out_references", type=int, default=8, help="hidden: held-out references")
-    parser.add_argument("--dark_gain", type=float, default=0.1, help="hidden: exposure-hidden gain")
+    parser.add_argument("--dark_gain", type=float, default=0.2, help="hidden: exposure-hidden gain (the set's)")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
     torch.set_num_threads(1)
