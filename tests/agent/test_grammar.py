@@ -426,4 +426,16 @@ def test_canonical_forced_text_keeps_the_text_and_cuts_the_steps(tiny_model, one
         steps[canonical] = sum(t.num_output_tokens for t in trajectories)
         rubric = [t.turns[0].text for t in trajectories]
         assert all(text.endswith("\n</answer>") and "Saliency Visibility: " in text for text in rubric)
+        if canonical:  # forced text is marked, and the loss keeps only the policy's own choices
+            from tooliqa_agent.collate import collate
+
+            tokenizer = processor.tokenizer
+            for t in trajectories:
+                assert t.forced_mask is not None and bool((t.forced_mask & ~t.loss_mask).sum() == 0)
+                digits = [i for i in range(t.prompt_length, len(t.input_ids)) if t.loss_mask[i]
+                          and tokenizer.decode([int(t.input_ids[i])]) in "12345"]  # fmt: skip
+                assert digits and not t.forced_mask[digits[-1]]  # the score digit is a decision
+            batch = collate(trajectories, processor)
+            kept = int(batch.loss_mask.sum())
+            assert 0 < kept < 0.5 * sum(int(t.loss_mask.sum()) for t in trajectories)
     assert steps[True] < 0.9 * steps[False], steps  # the default kit: 1,034 vs 1,222 steps; the demo kit: ~2×

@@ -64,7 +64,8 @@ def collate(trajectories: Sequence[Trajectory], processor, pad_id: int | None = 
         input_ids[row, :size] = t.input_ids
         attention_mask[row, :size] = 1
         mm_token_type_ids[row, :size] = t.mm_token_type_ids
-        loss_mask[row, :size] = t.loss_mask
+        # text the grammar forced is no decision of the policy: its constrained log-prob is 0, so no loss, no KL
+        loss_mask[row, :size] = t.loss_mask if t.forced_mask is None else t.loss_mask & ~t.forced_mask
         old_logprobs[row, :size] = t.old_logprobs
     images = [image.cpu() for t in trajectories for image in t.images]
     pixel_values, grid = image_inputs(images, processor)

@@ -35,6 +35,7 @@ class _Live:
     images: list[torch.Tensor]
     prompt_length: int
     mask: list[bool] = field(default_factory=list)
+    forced: list[bool] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
     outcome: Finish | None = None
@@ -43,10 +44,18 @@ class _Live:
     tools_s: float = 0.0
 
     def __post_init__(self) -> None:
+        self.forced = [False] * len(self.ids)
         self.mask = [False] * len(self.ids)
         self.logprobs = [0.0] * len(self.ids)
 
-    def append(self, ids: Sequence[int], generated: bool, logprobs: Sequence[float] | None = None) -> None:
+    def append(
+        self,
+        ids: Sequence[int],
+        generated: bool,
+        logprobs: Sequence[float] | None = None,
+        forced: Sequence[bool] = (),
+    ) -> None:
+        self.forced.extend(forced if forced else [False] * len(ids))
         self.ids.extend(ids)
         self.mask.extend([generated] * len(ids))
         self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
@@ -139,12 +148,13 @@ class Agent:
         kind = t.state.kind
         cut = next((i for i, token in enumerate(completion.token_ids) if token in self._vision_ids), None)
         if cut is not None:  # an image slot the engine generated would break every later forward: stop before it
-            t.append(completion.token_ids[:cut], generated=True, logprobs=completion.logprobs[:cut])
+            forced = completion.forced[:cut]
+            t.append(completion.token_ids[:cut], generated=True, logprobs=completion.logprobs[:cut], forced=forced)
             text = self.processor.tokenizer.decode(completion.token_ids[:cut])
             t.turns.append(Turn(kind, text, cut, finished=False))
             t.outcome = Finish(None, "vision_token: the engine generated an image/vision placeholder token")
             return
-        t.append(completion.token_ids, generated=True, logprobs=completion.logprobs)
+        t.append(completion.token_ids, generated=True, logprobs=completion.logprobs, forced=completion.forced)
         outcome = advance(t.state, completion.text, completion.finished, self.protocol, self.toolkit)
         turn = Turn(kind, completion.text, len(completion.token_ids), completion.finished)
         if isinstance(outcome, Finish):
@@ -197,6 +207,7 @@ class Agent:
             mm_token_type_ids=(ids == self.chat.image_token_id).long(),
             images=t.images,
             image_grid_thw=grid.reshape(-1, 3),
+            forced_mask=torch.tensor(t.forced, dtype=torch.bool) if any(t.forced) else None,
             turns=t.turns,
             score=t.outcome.score,
             failure=t.outcome.failure,

@@ -76,6 +76,9 @@ class Trajectory:
     """Index of the sample within its image's group."""
     prompt_length: int
     """Tokens of the first prompt (system/tools block + first user turn + ``<|im_start|>assistant\\n``)."""
+    forced_mask: torch.Tensor | None = None
+    """bool [L] or None: generated tokens the grammar forced (``Completion.forced``), inside ``loss_mask``; the
+    trainer's loss and KL skip them (``collate``). None: nothing was forced."""
     generation_s: float = 0.0
     """Wall time of the batched generate calls this trajectory took part in."""
     tools_s: float = 0.0

@@ -115,6 +115,9 @@ class Completion:
     """Decoded ``token_ids`` without the closing end token (special tokens kept)."""
     finished: bool
     """True when the turn ended on an end token; False when it ran out of ``max_new_tokens``."""
+    forced: tuple[bool, ...] = ()
+    """Per generated id: True where the grammar left the engine this one token (``canonical_forced_text``): text the
+    policy did not choose, which the trainer's loss and KL skip. Empty: nothing was forced."""
 
 
 @runtime_checkable

@@ -50,6 +50,8 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
         """Rows whose matcher refused a token (cannot happen under the mask; kept safe: they are forced to stop)."""
         self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), vocab_size)
         self.first_token = first_token
+        self.forced_steps: list[set[int]] = [set() for _ in self.matchers]
+        """Per row, the generated positions where only one token was allowed (forced text: no decision)."""
 
     def _advance(self, input_ids: torch.Tensor) -> None:
         """Feed every live matcher the tokens its row generated since the last call (normally one)."""
@@ -94,7 +96,9 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
             self._xgr.apply_token_bitmask_inplace(
                 scores, self.bitmask.to(scores.device), vocab_size=self.vocab_size, indices=masked, backend=backend
             )
+        step = input_ids.shape[1] - self.prompt_length
         for row, token in forced:
+            self.forced_steps[row].add(step)
             keep = scores[row, token].clone()
             scores[row] = float("-inf")
             scores[row, token] = keep

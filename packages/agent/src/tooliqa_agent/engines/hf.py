@@ -164,15 +164,23 @@ class HFEngine:
             ],
             1,
         )
-        return [self._completion(row, lp) for row, lp in zip(new.tolist(), logprobs.tolist(), strict=True)]
+        forced = getattr(getattr(constraint, "constraint", None), "forced_steps", None) or [set()] * len(requests)
+        rows = zip(new.tolist(), logprobs.tolist(), forced, strict=True)
+        return [self._completion(row, lp, steps) for row, lp, steps in rows]
 
-    def _completion(self, row: list[int], logprobs: list[float]) -> Completion:
+    def _completion(self, row: list[int], logprobs: list[float], forced: set[int]) -> Completion:
         stop = next((i for i, token in enumerate(row) if token in self.end_ids), None)
         finished = stop is not None
         end = stop + 1 if finished else len(row)
         token_ids = tuple(row[:end])
         text = self.processor.tokenizer.decode(token_ids[: end - 1] if finished else token_ids)
-        return Completion(token_ids=token_ids, logprobs=tuple(logprobs[:end]), text=text, finished=finished)
+        return Completion(
+            token_ids=token_ids,
+            logprobs=tuple(logprobs[:end]),
+            text=text,
+            finished=finished,
+            forced=tuple(step in forced for step in range(end)) if forced else (),
+        )
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """No-op: the engine generates with the policy module itself."""
