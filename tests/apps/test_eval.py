@@ -106,3 +106,21 @@ def test_eval_configs_parse(config):
     options.pop("config")
     job = EvalJob(**{**options, "data": tuple(options["data"])})
     assert job.data and all("=" in spec for spec in job.data)
+
+
+def test_demo_eval_uses_the_demos_protocol():
+    """configs/eval/demo.yaml re-scores the demo's export as its validation did: the same protocol, readout,
+    samples and sampling, on the held-out part of the same set."""
+    import yaml
+
+    train = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    evaluation = yaml.safe_load((ROOT / "configs" / "eval" / "demo.yaml").read_text())
+    model = train["model"]
+    assert evaluation["protocol"] == model["rollout"]["protocol"]
+    validation = model["validation"]
+    assert evaluation["readout"] == validation["readout"] and evaluation["samples"] == validation["samples"]
+    assert evaluation["sampling"] == validation["sampling"]
+    assert evaluation["engine"]["canonical_forced_text"] == model["rollout"]["engine"]["canonical_forced_text"]
+    held_out = f"{train['data']['hidden_evidence']['out_dir']}/held_out"
+    assert evaluation["data"] == [f"hidden_evidence={held_out}:{held_out}/manifest.csv"]
+    assert evaluation["ckpt"] == f"{train['trainer']['default_root_dir']}/hf"
