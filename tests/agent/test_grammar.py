@@ -439,3 +439,18 @@ def test_canonical_forced_text_keeps_the_text_and_cuts_the_steps(tiny_model, one
             kept = int(batch.loss_mask.sum())
             assert 0 < kept < 0.5 * sum(int(t.loss_mask.sum()) for t in trajectories)
     assert steps[True] < 0.9 * steps[False], steps  # the default kit: 1,034 vs 1,222 steps; the demo kit: ~2×
+
+
+def test_zero_note_chars_drops_the_note(compiler, tokenizer):
+    from tooliqa_rewards import FormatRecord, format_reward
+
+    ebnf = build_grammars([MAGNIFIER], GrammarConfig(max_thinking_chars=0, max_note_chars=0)).rubric.ebnf
+    lines = "Sharpness: High\nNoise: None\nArtifacts: Minor\nExposure: Good\nSaliency Visibility: Obscured"
+    rubric = f"<thinking></thinking>\n<answer>\n{lines}\n</answer>"
+    assert accepts(compiler, tokenizer, ebnf, rubric)
+    record = FormatRecord(rubric, ("<thinking></thinking> <answer>3</answer>",), (), 3.0)
+    assert bool(format_reward([record]).passed.all())  # the format reward accepts a rubric without notes
+    assert not accepts(compiler, tokenizer, ebnf, "<thinking></thinking>\n<answer>\n" + lines.replace(
+        "Sharpness: High", "Sharpness: High - a") + "\n</answer>")  # fmt: skip
+    with pytest.raises(GrammarError, match="max_note_chars"):
+        GrammarConfig(max_note_chars=-1)

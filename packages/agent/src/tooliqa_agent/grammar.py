@@ -85,7 +85,8 @@ class GrammarConfig:
     defaults every turn is ≤ 442 bytes, inside the default 512 new tokens. 0 forces an empty ``<thinking></thinking>``
     (the CPU demo: a random tiny model's "thoughts" are sampled noise that its answer would condition on)."""
     max_note_chars: int = 24
-    """Longest brief note after a rubric level (≥ 1 char)."""
+    """Longest brief note after a rubric level; 0 drops the `` - note`` part (``Sharpness: High``): the CPU demo,
+    where a random model's note characters are noise its score would condition on."""
     score_decimals: int = 2
     """Most decimals of the final score ("1.00"–"5.00")."""
     min_score: float = 1.0
@@ -107,8 +108,8 @@ class GrammarConfig:
     def __post_init__(self) -> None:
         if self.max_thinking_chars < 0:
             raise GrammarError(f"GrammarConfig.max_thinking_chars must be ≥ 0, got {self.max_thinking_chars}")
-        if self.max_note_chars < 1:
-            raise GrammarError(f"GrammarConfig.max_note_chars must be ≥ 1, got {self.max_note_chars}")
+        if self.max_note_chars < 0:
+            raise GrammarError(f"GrammarConfig.max_note_chars must be ≥ 0, got {self.max_note_chars}")
         for box in self.box_choices:
             if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
                 raise GrammarError(
@@ -361,8 +362,11 @@ def build_grammars(
         _seq(
             _lit(f"{attribute.name}: "),
             _alt(*(_lit(level) for level in attribute.levels)),
-            _lit(" - "),
-            _ref("note", _free_text(config.max_note_chars, newlines=False)),
+            *(
+                (_lit(" - "), _ref("note", _free_text(config.max_note_chars, newlines=False)))
+                if config.max_note_chars
+                else ()
+            ),
         )
         for attribute in config.rubric
     ]
@@ -377,7 +381,8 @@ def build_grammars(
         action = _grammar(root=action_root, thinking=thinking, tool_call=call, answer=answer, score=score)
     else:
         action = final
-    rubric = _grammar(root=_seq(head, gap, rubric_answer), thinking=thinking, note=note)
+    notes = {"note": note} if config.max_note_chars else {}
+    rubric = _grammar(root=_seq(head, gap, rubric_answer), thinking=thinking, **notes)
     return TurnGrammars(rubric=rubric, action=action, final=final)
 
 
