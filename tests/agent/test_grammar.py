@@ -230,7 +230,7 @@ def test_schemas_without_a_bounded_grammar_are_typed_errors():
     with pytest.raises(GrammarError, match="max_thinking_chars"):
         GrammarConfig(max_thinking_chars=-1)
     with pytest.raises(GrammarError, match="max_note_chars"):
-        GrammarConfig(max_note_chars=0)
+        GrammarConfig(max_note_chars=-1)
 
 
 def test_zero_thinking_chars_forces_empty_thinking(compiler, tokenizer):
