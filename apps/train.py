@@ -1,9 +1,10 @@
 """Train the Tool-IQA policy with GRPO/GSPO: a thin LightningCLI over ``tooliqa_trainer``.
 
-python apps/train.py fit --config configs/demo.yaml        # CPU demo, tiny model, ~10 min on 2 cores
+python apps/train.py fit --config configs/demo.yaml        # CPU demo: Tool-IQA on a tiny model, ~14 min on 2 cores
+python apps/train.py fit --config configs/demo.yaml --config configs/demo/no_bate.yaml   # a demo ablation
 python apps/train.py fit --config configs/tooliqa.yaml     # the paper's run (GPUs, DeepSpeed)
 python apps/train.py fit --config configs/tooliqa.yaml --print_config
-python apps/train.py fit --config configs/demo.yaml --ckpt_path runs/demo/checkpoints/last.ckpt   # resume
+python apps/train.py fit --config configs/demo.yaml --ckpt_path runs/demo/lightning_logs/version_0/checkpoints/last.ckpt
 """
 
 from __future__ import annotations
