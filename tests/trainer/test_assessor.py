@@ -37,3 +37,16 @@ def test_parse_failure_is_reported_not_raised(tiny_model):
     assert failed.score is None and failed.status == PARSE_FAILURE and failed.detail
     with pytest.raises(ValueError, match="samples"):
         AgentAssessor(_agent(tiny_model, lambda r: ""), SamplingConfig(temperature=0.0), samples=3)
+
+
+def test_an_image_the_processor_refuses_is_its_own_row_and_its_batch_mates_are_scored(tiny_model, tmp_path):
+    """Issue 16.1: one extreme aspect ratio used to turn its whole batch into assessor_error rows naming a batch
+    position; now it is one ``unusable_image`` row naming its file."""
+    from tooliqa_data import IQAItem
+    from tooliqa_trainer.assessor import UNUSABLE_IMAGE
+
+    items = [IQAItem(tmp_path / f"{name}.png", 3.0, "set") for name in ("a", "thin", "b")]
+    images = [torch.randint(0, 256, size, dtype=torch.uint8) for size in ((3, 64, 64), (3, 32, 8000), (3, 64, 96))]
+    a, thin, b = AgentAssessor(_agent(tiny_model, lambda r: REPLIES[0]))(items, images)
+    assert a.score == 2.0 and b.score == 2.0 and a.status == b.status == OK
+    assert thin.score is None and thin.status == UNUSABLE_IMAGE and str(items[1].image) in thin.detail

@@ -12,10 +12,14 @@ import torch
 from tooliqa_agent.rollout import Agent
 from tooliqa_agent.trajectory import Trajectory
 from tooliqa_agent.types import SamplingConfig
+from tooliqa_agent.vision import image_grid
 from tooliqa_data import OK, PARSE_FAILURE, AssessedCall, AssessedTurn, Assessment, IQAItem, encode_png
 from tooliqa_trainer.readout import READOUTS, ReadoutContext
 
-__all__ = ["AgentAssessor", "to_assessment"]
+__all__ = ["UNUSABLE_IMAGE", "AgentAssessor", "to_assessment"]
+
+UNUSABLE_IMAGE = "unusable_image"
+"""Status of an image that decoded but that the model cannot take (the processor refuses its shape): not retried."""
 
 
 class AgentAssessor:
@@ -64,6 +68,26 @@ class AgentAssessor:
         self.context = ReadoutContext(model, agent.processor, grammar.min_score, grammar.max_score)
 
     def __call__(self, items: Sequence[IQAItem], images: Sequence[torch.Tensor]) -> list[Assessment]:
+        # An image the model cannot take (e.g. an aspect ratio the processor refuses) is its own error row, named by
+        # its file; its batch-mates are assessed as usual.
+        names = [str(item.image) for item in items] if items is not None else [f"image {i}" for i in range(len(images))]
+        unusable = {i: self._unusable(name, image) for i, (name, image) in enumerate(zip(names, images))}
+        unusable = {i: reason for i, reason in unusable.items() if reason is not None}
+        usable = [i for i in range(len(images)) if i not in unusable]
+        assessed = iter(self._assess([images[i] for i in usable]) if usable else [])
+        return [
+            Assessment(score=None, status=UNUSABLE_IMAGE, detail=unusable[i]) if i in unusable else next(assessed)
+            for i in range(len(images))
+        ]
+
+    def _unusable(self, name: str, image: torch.Tensor) -> str | None:
+        try:
+            image_grid(self.agent.prepare_image(image), self.agent.processor)
+        except ValueError as err:
+            return f"{name}: {err}"
+        return None
+
+    def _assess(self, images: Sequence[torch.Tensor]) -> list[Assessment]:
         start = time.perf_counter()
         with torch.no_grad():
             groups = self.agent.rollout(list(images), self.samples, self.sampling)
