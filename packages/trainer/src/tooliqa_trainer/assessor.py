@@ -12,7 +12,7 @@ import torch
 from tooliqa_agent.rollout import Agent
 from tooliqa_agent.trajectory import Trajectory
 from tooliqa_agent.types import SamplingConfig
-from tooliqa_agent.vision import image_grid
+from tooliqa_agent.vision import presized_shape
 from tooliqa_data import OK, PARSE_FAILURE, AssessedCall, AssessedTurn, Assessment, IQAItem, encode_png
 from tooliqa_trainer.readout import READOUTS, ReadoutContext
 
@@ -81,8 +81,12 @@ class AgentAssessor:
         ]
 
     def _unusable(self, name: str, image: torch.Tensor) -> str | None:
+        # geometry only (no pixels are resized twice): the shape pre-sizing gives must be one the processor keeps
+        processor = self.agent.processor
         try:
-            image_grid(self.agent.prepare_image(image), self.agent.processor)
+            shape = presized_shape(int(image.shape[-2]), int(image.shape[-1]), processor)
+            if presized_shape(*shape, processor) != shape:
+                raise ValueError(f"{tuple(image.shape[-2:])} cannot be sized inside the processor's pixel bounds")
         except ValueError as err:
             return f"{name}: {err}"
         return None

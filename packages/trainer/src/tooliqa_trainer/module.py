@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import lightning as L
@@ -41,10 +40,11 @@ from tooliqa_trainer.assessor import AgentAssessor
 from tooliqa_trainer.config import GRPOConfig, OptimConfig, PolicyConfig, RolloutConfig, ValidationConfig
 from tooliqa_trainer.datamodule import ImageBatch
 from tooliqa_trainer.loss import LossStats, make_loss
+from tooliqa_trainer.microbatch import StepTimer, chunks, pad_rows
 from tooliqa_trainer.policy import engine_weights, load_policy, make_reference, reference_mode, token_logprobs
 from tooliqa_trainer.schedule import make_lr_lambda
 from tooliqa_trainer.scoring import reward_inputs, score_global_batch
-from tooliqa_trainer.tool_report import ValidationRow
+from tooliqa_trainer.tool_report import ValidationRow, calls_by_tool
 from tooliqa_trainer.validation import HeldOutResult, held_out_result
 from tooliqa_trainer.zero3 import (
     check_zero3_dtype,
@@ -204,7 +204,7 @@ class GRPOModule(L.LightningModule):
     # ----------------------------------------------------------------------------------------------- training
     def training_step(self, batch: ImageBatch, batch_idx: int) -> None:
         beta = self.beta_schedule(self.global_step)
-        timer = _Timer()
+        timer = StepTimer()
         with timer("rollout"):
             groups = self.rollout(batch)
             self.engine.release()  # vLLM sleeps through the update; the push below wakes its weights only
@@ -235,7 +235,9 @@ class GRPOModule(L.LightningModule):
         inputs = reward_inputs(groups, batch.mos, self.rollout_config.protocol, datasets=datasets)
         return score_global_batch(inputs, self.reward_config)
 
-    def update(self, trajectories: list[Trajectory], advantages: torch.Tensor, beta: float, timer: _Timer) -> LossStats:
+    def update(
+        self, trajectories: list[Trajectory], advantages: torch.Tensor, beta: float, timer: StepTimer
+    ) -> LossStats:
         """``inner_updates`` optimizer steps on the rollout batch; returns the loss stats averaged over micro-batches.
 
         Args:
@@ -265,9 +267,9 @@ class GRPOModule(L.LightningModule):
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         stats: list[LossStats] = []
         for _ in range(self.grpo.ppo_epochs):
-            for minibatch in _chunks(range(len(trajectories)), self.grpo.minibatches, by_count=True):
+            for minibatch in chunks(range(len(trajectories)), self.grpo.minibatches, by_count=True):
                 optimizer.zero_grad()
-                micro_batches = list(_chunks(minibatch, self.grpo.micro_batch_size))
+                micro_batches = list(chunks(minibatch, self.grpo.micro_batch_size))
                 for k, micro in enumerate(micro_batches):
                     self._accumulation_boundary(k == len(micro_batches) - 1)
                     policy_batch = collate([trajectories[i] for i in micro], self.processor, self.pad_id).to(
@@ -278,7 +280,7 @@ class GRPOModule(L.LightningModule):
                     )
                     length = logprobs.shape[1]
                     if old is not None:
-                        old_logprobs = _pad([old[i] for i in micro], length)
+                        old_logprobs = pad_rows([old[i] for i in micro], length)
                     elif self.grpo.recompute_old_logprobs:
                         old_logprobs = logprobs.detach()
                     else:
@@ -288,7 +290,7 @@ class GRPOModule(L.LightningModule):
                         old_logprobs,
                         advantages[list(micro)].to(self.device),
                         policy_batch.loss_mask,
-                        ref_logprobs=_pad([ref[i] for i in micro], length) if ref is not None else None,
+                        ref_logprobs=pad_rows([ref[i] for i in micro], length) if ref is not None else None,
                         beta=beta,
                     )
                     self.manual_backward(loss * len(micro) / len(minibatch))
@@ -307,7 +309,7 @@ class GRPOModule(L.LightningModule):
     def frozen_logprobs(self, trajectories: Sequence[Trajectory], model: torch.nn.Module, temperature: float):
         """Per-trajectory ``[L_i]`` log-probs under ``model`` without grad (π_old or the reference), micro-batched."""
         out: list[torch.Tensor] = []
-        for micro in _chunks(range(len(trajectories)), self.grpo.micro_batch_size):
+        for micro in chunks(range(len(trajectories)), self.grpo.micro_batch_size):
             batch = collate([trajectories[i] for i in micro], self.processor, self.pad_id).to(self.device)
             logprobs = token_logprobs(model, batch.model_inputs(), batch.input_ids, temperature)
             out.extend(row[: len(trajectories[i].input_ids)] for row, i in zip(logprobs, micro))
@@ -319,7 +321,9 @@ class GRPOModule(L.LightningModule):
         if engine is not None:
             engine.set_gradient_accumulation_boundary(is_last)
 
-    def log_step(self, trajectories: list[Trajectory], rewards: RewardOutput, loss: LossStats, timer: _Timer) -> None:
+    def log_step(
+        self, trajectories: list[Trajectory], rewards: RewardOutput, loss: LossStats, timer: StepTimer
+    ) -> None:
         """One flat dict per step: rewards, ρ, tool calls, β, KL, ratio/clip, lengths, parse failures, timings."""
         n = len(trajectories)
         lengths = torch.tensor([t.num_output_tokens for t in trajectories], dtype=torch.float32)
@@ -330,7 +334,7 @@ class GRPOModule(L.LightningModule):
             "train/lr": self.lr_schedulers().get_last_lr()[0],
             "train/tool_calls/successful": sum(t.num_successful_calls for t in trajectories) / n,
             "train/tool_calls/failed": sum(t.num_failed_calls for t in trajectories) / n,
-            **{f"train/tool_calls/{name}": count / n for name, count in _calls_by_tool(trajectories).items()},
+            **{f"train/tool_calls/{name}": count / n for name, count in calls_by_tool(trajectories).items()},
             "train/parse_failures": sum(t.score is None for t in trajectories) / n,
             "train/score_mean": _mean([t.score for t in trajectories if t.score is not None]),
             "train/response_tokens/mean": lengths.mean().item(),
@@ -415,50 +419,6 @@ class GRPOModule(L.LightningModule):
             random.setstate((3, tuple(rng["python"]), None))
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
-
-
-class _Timer:
-    """Wall-clock seconds per named phase of a step."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-
-def _chunks(indices: Sequence[int], size_or_count: int, by_count: bool = False) -> Iterator[list[int]]:
-    """Consecutive slices of ``indices``: of ``size`` each, or ``count`` near-equal slices when ``by_count``."""
-    indices = list(indices)
-    if by_count:
-        count = min(size_or_count, len(indices))
-        bounds = [round(k * len(indices) / count) for k in range(count + 1)]
-        yield from (indices[a:b] for a, b in zip(bounds, bounds[1:]))
-    else:
-        yield from (indices[k : k + size_or_count] for k in range(0, len(indices), size_or_count))
-
-
-def _pad(rows: Sequence[torch.Tensor], length: int) -> torch.Tensor:
-    """Right-pad 1-D rows with zeros to ``[len(rows), length]`` (matching collate's right padding)."""
-    out = rows[0].new_zeros(len(rows), length)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out
-
-
-def _calls_by_tool(trajectories: Sequence[Trajectory]) -> dict[str, int]:
-    """Successful calls per tool name over the trajectories."""
-    counts: dict[str, int] = {}
-    for trajectory in trajectories:
-        for turn in trajectory.turns:
-            if turn.tool_ok:
-                counts[turn.call.name] = counts.get(turn.call.name, 0) + 1
-    return counts
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tooliqa_agent.trajectory import Trajectory
 from tooliqa_data import plcc, srcc
 
-__all__ = ["ValidationRow", "call_selectivity", "draw_curves", "tool_breakdown"]
+__all__ = ["ValidationRow", "call_selectivity", "calls_by_tool", "draw_curves", "tool_breakdown"]
 
 TOOL_SUBSET = {"gamma_corrector": "exposure_hidden", "magnifier": "scale_hidden"}
 """The subset on which each tool is the right one (``tooliqa_data.hidden``)."""
@@ -119,3 +120,13 @@ def draw_curves(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     return path
+
+
+def calls_by_tool(trajectories: Sequence[Trajectory]) -> dict[str, int]:
+    """Successful calls per tool name over the trajectories."""
+    counts: dict[str, int] = {}
+    for trajectory in trajectories:
+        for turn in trajectory.turns:
+            if turn.tool_ok:
+                counts[turn.call.name] = counts.get(turn.call.name, 0) + 1
+    return counts
