@@ -20,6 +20,13 @@ reference (24 training / 4 held-out references × every distortion type × 5 lev
     python benchmarks/demo_probe.py                       # ≈ 1 min on 2 cores
     python benchmarks/demo_probe.py --size 128 --json out.json
     python benchmarks/demo_probe.py --set hidden          # the hidden-evidence table (BENCHMARKS.md)
+    python benchmarks/demo_probe.py --set context         # image signal at the score under the full protocol
+
+4. **Protocol context** (``--set context``) — the state the score is sampled from after the whole conversation the
+   demo's protocol builds (system block with the tool schemas, rubric turn, gate, tool turns), made by the real
+   ``Agent`` with scripted replies, on the demo's kit with and without ``protocol_phrases``: the context length, the
+   image-dependent spread of that state (mean over dimensions of the across-image std) against its mean, and the
+   ridge probe per subset. A random model attends almost uniformly, so every prompt token dilutes the 4 visual tokens.
 """
 
 from __future__ import annotations
@@ -168,7 +175,7 @@ def hidden_evidence(args) -> dict:
         agent = Agent(ScriptedEngine(processor, []), processor)  # only its view planning: the agent's bounds
         parts = {}
         for part, refs, seed in (("train", args.train_references, 0), ("test", args.held_out_references, 1)):
-            items = make_hidden_evidence_set(work / part, refs, seed, HiddenEvidenceConfig(dark_gain=args.dark_gain))
+            items = make_hidden_evidence_set(work / part, refs, seed, HiddenEvidenceConfig(view_side=args.view_side, dark_gain=args.dark_gain))
             subsets = read_subsets(work / part / "manifest.csv")
             originals = [load_image(item.image) for item in items]
             views = {}
@@ -210,18 +217,128 @@ def hidden_evidence(args) -> dict:
     }
 
 
+CONTEXT_REPLIES = {
+    "rubric": "<thinking></thinking><answer>\nSharpness: High\nNoise: None\nArtifacts: Minor\nExposure: Poor\n"
+    "Saliency Visibility: Subject Clear\n</answer>",
+    "gamma": '<thinking></thinking><tool_call>\n{"name": "gamma_corrector", "arguments": {"mode": "brighten"}}\n</tool_call>',
+    "magnifier": '<thinking></thinking><tool_call>\n{"name": "magnifier", "arguments": {"bbox_2d": [250, 250, 750, 750]}}'
+    "\n</tool_call>",
+    "answer": "<thinking></thinking><answer>3</answer>",
+}
+CONTEXT_PATHS = {
+    "single-turn (VisualQuality-R1)": (False, "none", ("answer",)),
+    "protocol, direct answer": (True, "both", ("rubric", "answer")),
+    "protocol, gamma, answer": (True, "both", ("rubric", "gamma", "answer")),
+    "protocol, magnifier, answer": (True, "both", ("rubric", "magnifier", "answer")),
+}
+DEMO_PROMPTS = dict(
+    rubric="Assess Sharpness, Noise, Artifacts, Exposure and Saliency Visibility.",
+    gate="Answer with a score, or call one tool.",
+    single_turn=QUESTION,
+)
+
+
+def score_states(model_dir: Path, rubric: bool, tools: str, turns, originals) -> tuple[np.ndarray, float]:
+    """``[N, hidden]`` final-layer state just before the score digit of the scripted conversation, and its mean
+    length in tokens; the conversation is built by the real ``Agent`` under the demo's prompts and grammar."""
+    import transformers
+
+    from tooliqa_agent import Agent
+    from tooliqa_agent.collate import collate
+    from tooliqa_agent.engines.scripted import ScriptedEngine
+    from tooliqa_agent.grammar import GrammarConfig
+    from tooliqa_agent.prompts import PromptConfig
+    from tooliqa_agent.protocol import ProtocolConfig
+    from tooliqa_agent.types import SamplingConfig
+
+    processor = transformers.AutoProcessor.from_pretrained(model_dir)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    grammar = GrammarConfig(max_thinking_chars=0, max_note_chars=0, score_decimals=0, max_gap_chars=0)
+    protocol = ProtocolConfig(tools=tools, rubric=rubric, grammar=grammar, prompts=PromptConfig(**DEMO_PROMPTS))
+    agent = Agent(ScriptedEngine(processor, lambda request: CONTEXT_REPLIES[turns[request.turn]]), processor, protocol)
+    digit = processor.tokenizer.convert_tokens_to_ids("3")
+    states, lengths = [], []
+    for start in range(0, len(originals), 20):
+        groups = agent.rollout(originals[start : start + 20], 1, SamplingConfig(max_new_tokens=200))
+        trajectories = [group[0] for group in groups]
+        with torch.no_grad():
+            hidden = model(**collate(trajectories, processor).model_inputs(), output_hidden_states=True)
+        for row, t in enumerate(trajectories):
+            position = max(i for i in range(len(t.input_ids)) if t.loss_mask[i] and t.input_ids[i] == digit)
+            states.append(hidden.hidden_states[-1][row, position - 1].numpy())
+            lengths.append(len(t.input_ids))
+    return np.stack(states), float(np.mean(lengths))
+
+
+def protocol_context(args) -> dict:
+    """Per kit (phrases off/on) × conversation path: tokens, image-dependent spread, ridge probe per subset."""
+    from tooliqa_agent.tiny_model import TinyModelConfig, build_tiny_qwen3vl
+    from tooliqa_data import load_image
+    from tooliqa_data.hidden import SUBSETS, HiddenEvidenceConfig, make_hidden_evidence_set, read_subsets
+
+    tiny = dict(DEMO_TINY, max_pixels=args.max_pixels, bpe_vocab_size=2000, protocol_vocabulary=True)
+    phrases = (DEMO_PROMPTS["rubric"], DEMO_PROMPTS["gate"])
+    table = {}
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        parts = {}
+        for part, refs, seed in (("train", args.train_references, 0), ("test", args.held_out_references, 1)):
+            items = make_hidden_evidence_set(work / part, refs, seed, HiddenEvidenceConfig(view_side=args.view_side, dark_gain=args.dark_gain))
+            subsets = read_subsets(work / part / "manifest.csv")
+            parts[part] = (
+                [load_image(item.image) for item in items],
+                np.array([item.mos for item in items]),
+                np.array([subsets[item.image.resolve()] for item in items]),
+            )
+        for kit_name, extra in (
+            ("kit", {}),
+            ("kit + protocol_phrases", {"protocol_phrases": True, "phrases": phrases}),
+        ):
+            model_dir = build_tiny_qwen3vl(work / kit_name.replace(" ", ""), TinyModelConfig(**tiny, **extra))
+            for path, (rubric, tools, turns) in CONTEXT_PATHS.items():
+                (train_x, length), (test_x, _) = (
+                    score_states(model_dir, rubric, tools, turns, parts[p][0]) for p in ("train", "test")
+                )
+                (_, train_y, train_s), (_, test_y, test_s) = parts["train"], parts["test"]
+                row = {
+                    "tokens": length,
+                    "spread": float(train_x.std(0).mean()),
+                    "mean": float(np.abs(train_x.mean(0)).mean()),
+                }
+                for subset in SUBSETS:
+                    a, b = train_s == subset, test_s == subset
+                    row[subset] = ridge_srcc(train_x[a], train_y[a], test_x[b], test_y[b])
+                table[f"{kit_name}: {path}"] = row
+    return {"context": table, "max_pixels": args.max_pixels}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", choices=("distortions", "hidden"), default="distortions", help="which study")
+    parser.add_argument(
+        "--set", choices=("distortions", "hidden", "context"), default="distortions", help="which study"
+    )
     parser.add_argument("--size", type=int, default=64, help="image side (the demo: 64)")
     parser.add_argument("--steps", type=int, default=150, help="bandit steps")
-    parser.add_argument("--max_pixels", type=int, default=64 * 64, help="hidden: the kit's pixel budget")
+    parser.add_argument("--view_side", type=int, default=128, help="hidden/context: the model's view side (the set's)")
+    parser.add_argument("--max_pixels", type=int, help="hidden/context: the kit's pixel budget (default view_side²)")
     parser.add_argument("--train_references", type=int, default=24, help="hidden: training references")
     parser.add_argument("--held_out_references", type=int, default=8, help="hidden: held-out references")
-    parser.add_argument("--dark_gain", type=float, default=0.2, help="hidden: exposure-hidden gain (the set's)")
+    parser.add_argument("--dark_gain", type=float, default=0.1, help="hidden: exposure-hidden gain (the set's)")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    args.max_pixels = args.max_pixels or args.view_side**2
+    if args.set == "context":
+        result = protocol_context(args)
+        print("image signal at the score position (state before the digit), hidden-evidence set:")
+        for name, row in result["context"].items():
+            print(
+                f"  {name:58s} "
+                + "  ".join(f"{k} {v:.3f}" if k != "tokens" else f"tokens {v:.0f}" for k, v in row.items())
+            )
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return
     if args.set == "hidden":
         result = hidden_evidence(args)
         views = list(HIDDEN_VIEWS)

@@ -79,6 +79,12 @@ def test_demo_runs_the_papers_protocol(monkeypatch, tmp_path):
     assert (bate.target_rate, bate.band_low, bate.band_high, bate.outside_band_factor) == (0.5, 0.35, 0.65, 3.0)
     assert m.grpo.loss == "gspo" and len(m.grpo.kl_schedule) == 2
     assert cli.datamodule.hidden_evidence is not None and cli.datamodule.synthetic is None
+    # the kit reads the demo's own prompts and its box menu as one token each (tiny.phrases)
+    tiny = m.policy_config.tiny
+    assert tiny.protocol_phrases and {protocol.prompts.rubric, protocol.prompts.gate} <= set(tiny.phrases)
+    assert {str(list(box)) for box in protocol.grammar.box_choices} <= set(tiny.phrases)
+    view = cli.datamodule.hidden_evidence.images.view_side
+    assert tiny.max_pixels == view * view  # the set's originals are the model's view
 
 
 @pytest.mark.parametrize("overlay", DEMO_OVERLAYS, ids=lambda p: p.name)

@@ -1,6 +1,6 @@
 """The hidden-evidence set: deterministic, reference-disjoint, half hidden, and each subset's evidence where it says.
 
-The "where" checks use a cheap pixel statistic on the views the agent would build (the demo kit's 64 × 64 budget):
+The "where" checks use a cheap pixel statistic on the views the agent would build (the demo kit's 128 × 128 budget):
 the spread of the level-to-level differences, in the original view and in the right tool's view.
 """
 
@@ -16,7 +16,7 @@ import torch
 from tooliqa_data import HiddenEvidenceConfig, load_image, make_hidden_evidence_set, read_subsets
 from tooliqa_tools import MagnifierConfig, gamma_correct, magnify, resize
 
-VIEW = 64  # the demo kit's max_pixels = 64 × 64
+VIEW = 128  # the demo kit's max_pixels = 128 × 128
 
 
 def _digest(folder) -> str:
@@ -70,7 +70,7 @@ def test_the_evidence_is_weak_in_the_original_view_and_clear_in_the_right_tools_
     assert in_original < 0.35 * _level_spread(plain)
     assert brightened > 1.5 * in_original  # d(√x) = dx / 2√x: ×1.6 at the set’s grey levels
     # scale-hidden: the 4× pre-sized global view has averaged the 3-px texture away; any crop up to half the side
-    # (zoom ≤ 4, 64 × 64 budget) shows it
+    # (zoom ≤ 4, 128 × 128 budget) shows it
     fine = _levels(tmp_path, "fine_detail")
     global_views = [resize([v], (VIEW, VIEW))[0] for v in fine]
     config = MagnifierConfig(min_pixels=1024, max_pixels=VIEW * VIEW)

@@ -87,6 +87,9 @@ class GrammarConfig:
     max_note_chars: int = 24
     """Longest brief note after a rubric level; 0 drops the `` - note`` part (``Sharpness: High``): the CPU demo,
     where a random model's note characters are noise its score would condition on."""
+    max_gap_chars: int = 2
+    """Most spaces/newlines between ``</thinking>`` and the action. 0 writes them adjacent (the CPU demo: a random
+    model's choice of whitespace is a sampled decision with no meaning, which shares the trajectory's advantage)."""
     score_decimals: int = 2
     """Most decimals of the final score ("1.00"–"5.00")."""
     min_score: float = 1.0
@@ -108,6 +111,8 @@ class GrammarConfig:
     def __post_init__(self) -> None:
         if self.max_thinking_chars < 0:
             raise GrammarError(f"GrammarConfig.max_thinking_chars must be ≥ 0, got {self.max_thinking_chars}")
+        if self.max_gap_chars < 0:
+            raise GrammarError(f"GrammarConfig.max_gap_chars must be ≥ 0, got {self.max_gap_chars}")
         if self.max_note_chars < 0:
             raise GrammarError(f"GrammarConfig.max_note_chars must be ≥ 0, got {self.max_note_chars}")
         for box in self.box_choices:
@@ -355,7 +360,7 @@ def build_grammars(
     """
     text = _free_text(config.max_thinking_chars, newlines=True)
     thinking = _seq(_lit(f"<{thinking_tag}>"), text, _lit(f"</{thinking_tag}>"))
-    gap = _chars("[ \\n]", 0, 2)
+    gap = _chars("[ \\n]", 0, config.max_gap_chars) if config.max_gap_chars else _lit("")
     score = _decimal(Fraction(str(config.min_score)), Fraction(str(config.max_score)), config.score_decimals)
     answer = _seq(_lit("<answer>"), _ref("score", score), _lit("</answer>"))
     lines = [

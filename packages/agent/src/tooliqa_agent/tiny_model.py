@@ -92,6 +92,17 @@ class TinyModelConfig:
     """Also learn merges from every default prompt of the protocol (P0, PG, P_final, observation and failure turns)
     and the tool schemas, so that, as with a real tokenizer, their words cost one token each: shorter prompts and
     fewer decode steps (the CPU demo). Off keeps the kits built before this option byte-identical."""
+    protocol_phrases: bool = False
+    """Also make every fixed line of the protocol one token: each line of the tool-system block the chat template
+    renders (its boilerplate and each tool's schema line), each line of the default prompts, the fixed parts of the
+    observation, failure and final turns, and ``phrases``. A random model attends almost uniformly, so each prompt
+    token dilutes the few visual tokens: on the CPU demo's kit the image-dependent spread of the state the score is
+    sampled from is 0.19 single-turn (53 tokens), 0.013 under the full protocol (499 tokens) and 0.066 with phrases
+    (105 tokens; ``benchmarks/demo_probe.py --set context``). The protocol's text is unchanged; only this kit reads
+    it in fewer tokens (an economy of the CPU demo, like ``protocol_vocabulary``)."""
+    phrases: tuple[str, ...] = ()
+    """Further texts made one token each when ``protocol_phrases`` is on: a config's own prompts (the CPU demo's
+    short P0 and PG)."""
     seed: int = 0
     """Seed of the random weights; the same seed gives the same checkpoint bytes."""
 
@@ -116,7 +127,13 @@ def build_tokenizer(config: TinyModelConfig):
         corpus += _protocol_texts()
         # the system block the chat template renders around the tool schemas: rendered by a first tokenizer
         corpus.append(_system_block(_wrap(_train_bpe(corpus, config))))
-    return _wrap(_train_bpe(corpus, config))
+    tokenizer = _wrap(_train_bpe(corpus, config))
+    if config.protocol_phrases:
+        from tokenizers import AddedToken
+
+        phrases = _protocol_phrases(tokenizer) + [p for p in config.phrases if p.strip()]
+        tokenizer.add_tokens([AddedToken(p, special=False, normalized=False) for p in dict.fromkeys(phrases)])
+    return tokenizer
 
 
 def _train_bpe(corpus: list[str], config: TinyModelConfig):
@@ -183,6 +200,44 @@ def _protocol_texts() -> list[str]:
     texts += [prompts.failure_text("magnifier: the box is empty inside the image", 1)]
     texts += [json.dumps(schema) for schema in make_toolkit("both").schemas()]
     return texts
+
+
+def _protocol_phrases(tokenizer) -> list[str]:
+    """The protocol's fixed lines — the system block's (special tokens and bare tags aside), the default prompts', the
+    fixed text around the numbers of the observation, failure and final turns — and the fixed pieces of the
+    structured-decoding grammar's turns, so that text the grammar forces takes few decode steps."""
+    from tooliqa_agent.prompts import PromptConfig
+
+    prompts = PromptConfig()
+    texts = [_system_block(tokenizer), prompts.rubric, prompts.gate, prompts.final, prompts.answer_only]
+    texts += [prompts.task, prompts.single_turn, "assistant"]  # the role name the chat template writes each turn
+    texts += [prompts.failure.format(reason="\n"), prompts.observation.format(description="\n", remaining="\n")]
+    # the tools' view descriptions (tooliqa_tools) around their numbers
+    texts += ["Magnified view of region [", "] of the original image.", "Gamma-corrected view (γ = "]
+    texts += [", brightened) of the original image.", ", darkened) of the original image."]
+    lines = [line for text in texts for line in text.split("\n")]
+    lines = [line for line in lines if len(line) > 2 and "<|" not in line and not _bare_tag(line)]
+    # a line also with its newline: a grammar piece that starts with one must not split the line it begins
+    return lines + ["\n" + line for line in lines] + _grammar_pieces()
+
+
+def _grammar_pieces() -> list[str]:
+    """The grammar's fixed text between its choices (``tooliqa_agent.grammar``'s layout): the tags, each rubric line's
+    head, and the tool-call JSON around the tool name and arguments."""
+    from tooliqa_agent.grammar import RUBRIC
+    from tooliqa_tools import make_toolkit
+
+    pieces = ["<thinking></thinking>", "<think></think>", "<answer>\n", "\n</answer>", "<answer>", "</answer>"]
+    pieces += [f"{attribute.name}: " for attribute in RUBRIC[:1]] + [f"\n{a.name}: " for a in RUBRIC[1:]]
+    pieces += ['\n{"name": "', '", "arguments": {"', '": ', ", "]
+    for schema in make_toolkit("both").schemas():
+        pieces += [schema["name"], *schema["parameters"]]
+    pieces += ["]}}\n</tool_call>", '"}}\n</tool_call>', "}}\n</tool_call>"]
+    return pieces
+
+
+def _bare_tag(line: str) -> bool:
+    return line.startswith("<") and line.endswith(">") and line.count("<") == 1
 
 
 def _system_block(tokenizer) -> str:
@@ -300,7 +355,7 @@ def ensure_tiny_qwen3vl(out_dir: str | os.PathLike, config: TinyModelConfig = Ti
     """Build the checkpoint unless ``out_dir`` already holds one made with the same config."""
     out = Path(out_dir)
     marker = out / "tiny_model_config.json"
-    if marker.is_file() and json.loads(marker.read_text()) == dataclasses.asdict(config):
+    if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(dataclasses.asdict(config))):
         return out
     return build_tiny_qwen3vl(out, config)
 
@@ -309,7 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
     for field in dataclasses.fields(TinyModelConfig):
-        parser.add_argument(f"--{field.name}", type=int, default=field.default)
+        if field.name != "phrases":
+            parser.add_argument(f"--{field.name}", type=int, default=field.default)
     args = vars(parser.parse_args(argv))
     out = build_tiny_qwen3vl(args.pop("out"), TinyModelConfig(**args))
     print(f"wrote tiny Qwen3-VL checkpoint to {out}")

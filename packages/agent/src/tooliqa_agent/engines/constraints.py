@@ -29,11 +29,19 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
     string: tags, attribute names, JSON keys) may emit only that text's own first token, so forced text takes its
     tokenizer's few tokens instead of whatever split into single characters a random model happens to sample. The
     text distribution is unchanged (the text is forced either way); only its tokenization, and so the number of
-    decode steps, is.
+    decode steps, is. ``extensions`` (``text -> token ids``) names the tokens that begin with a forced text and go
+    beyond it: when the grammar allows one (``"<"`` forced, ``"<answer>"`` and ``"<tool_call>"`` allowed), the step
+    carries a choice and is not forced.
     """
 
     def __init__(
-        self, matchers: Sequence, prompt_length: int, vocab_size: int, stop_token_id: int, first_token=None
+        self,
+        matchers: Sequence,
+        prompt_length: int,
+        vocab_size: int,
+        stop_token_id: int,
+        first_token=None,
+        extensions=None,
     ) -> None:
         import xgrammar as xgr
 
@@ -50,6 +58,7 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
         """Rows whose matcher refused a token (cannot happen under the mask; kept safe: they are forced to stop)."""
         self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), vocab_size)
         self.first_token = first_token
+        self.extensions = extensions if extensions is not None else (lambda text: ())
         self.forced_steps: list[set[int]] = [set() for _ in self.matchers]
         """Per row, the generated positions where only one token was allowed (forced text: no decision)."""
 
@@ -71,6 +80,9 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
                 if matcher.is_terminated():
                     break
 
+    def _allowed(self, row: int, token: int) -> bool:
+        return bool(int(self.bitmask[row, token // 32]) >> (token % 32) & 1)
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if scores.shape != (len(self.matchers), self.vocab_size):
             raise ValueError(
@@ -89,7 +101,7 @@ class GrammarLogitsProcessor(transformers.LogitsProcessor):
                 token = self.first_token(text)
                 # xgrammar's mask can refuse a token its jump-forward text begins with (seen: "evere" after "S"
                 # in "Severe"); such a row keeps the plain mask
-                if int(self.bitmask[row, token // 32]) >> (token % 32) & 1:
+                if self._allowed(row, token) and not any(self._allowed(row, t) for t in self.extensions(text)):
                     forced.append((row, token))
         if masked:
             backend = "cpu" if scores.device.type == "cpu" else "torch_native"  # no Triton JIT needed on GPU boxes
@@ -123,6 +135,8 @@ class XGrammarConstraintFactory:
         self._xgr = xgr
         self._tokenizer = tokenizer
         self._first_tokens: dict[str, int] = {}
+        self._extensions: dict[str, tuple[int, ...]] = {}
+        self._token_texts: list[str] | None = None
         self.canonical_forced_text = canonical_forced_text
         self.vocab_size = int(model_config.get_text_config().vocab_size)
         self.stop_token_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))
@@ -151,11 +165,24 @@ class XGrammarConstraintFactory:
         if all(request.grammar is None for request in requests):
             return None
         matchers = [None if r.grammar is None else self.matcher(r.grammar) for r in requests]
-        first_token = self.first_token if self.canonical_forced_text else None
-        return GrammarLogitsProcessor(matchers, prompt_length, self.vocab_size, self.stop_token_id, first_token)
+        if not self.canonical_forced_text:
+            return GrammarLogitsProcessor(matchers, prompt_length, self.vocab_size, self.stop_token_id)
+        return GrammarLogitsProcessor(
+            matchers, prompt_length, self.vocab_size, self.stop_token_id, self.first_token, self.extensions
+        )
 
     def first_token(self, text: str) -> int:
         """The first token of ``text``'s own tokenization (cached: a grammar forces few distinct texts)."""
         if text not in self._first_tokens:
             self._first_tokens[text] = self._tokenizer.encode(text, add_special_tokens=False)[0]
         return self._first_tokens[text]
+
+    def extensions(self, text: str) -> tuple[int, ...]:
+        """Tokens whose text begins with ``text`` and is longer (cached; the vocabulary is decoded once)."""
+        if text not in self._extensions:
+            if self._token_texts is None:
+                self._token_texts = [self._tokenizer.decode([i]) for i in range(len(self._tokenizer))]
+            self._extensions[text] = tuple(
+                i for i, token in enumerate(self._token_texts) if len(token) > len(text) and token.startswith(text)
+            )
+        return self._extensions[text]
