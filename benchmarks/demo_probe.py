@@ -175,7 +175,9 @@ def hidden_evidence(args) -> dict:
         agent = Agent(ScriptedEngine(processor, []), processor)  # only its view planning: the agent's bounds
         parts = {}
         for part, refs, seed in (("train", args.train_references, 0), ("test", args.held_out_references, 1)):
-            items = make_hidden_evidence_set(work / part, refs, seed, HiddenEvidenceConfig(view_side=args.view_side, dark_gain=args.dark_gain))
+            items = make_hidden_evidence_set(
+                work / part, refs, seed, HiddenEvidenceConfig(view_side=args.view_side, dark_gain=args.dark_gain)
+            )
             subsets = read_subsets(work / part / "manifest.csv")
             originals = [load_image(item.image) for item in items]
             views = {}
@@ -277,13 +279,18 @@ def protocol_context(args) -> dict:
     from tooliqa_data.hidden import SUBSETS, HiddenEvidenceConfig, make_hidden_evidence_set, read_subsets
 
     tiny = dict(DEMO_TINY, max_pixels=args.max_pixels, bpe_vocab_size=2000, protocol_vocabulary=True)
-    phrases = (DEMO_PROMPTS["rubric"], DEMO_PROMPTS["gate"])
+    boxes = ("[0, 0, 500, 500]", "[500, 0, 1000, 500]", "[0, 500, 500, 1000]", "[500, 500, 1000, 1000]")
+    phrases = (DEMO_PROMPTS["rubric"], DEMO_PROMPTS["gate"], *boxes, "[250, 250, 750, 750]")  # the demo's
+    right_path = {"plain": "protocol, direct answer", "exposure_hidden": "protocol, gamma, answer"}
+    right_path["scale_hidden"] = "protocol, magnifier, answer"
     table = {}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         parts = {}
         for part, refs, seed in (("train", args.train_references, 0), ("test", args.held_out_references, 1)):
-            items = make_hidden_evidence_set(work / part, refs, seed, HiddenEvidenceConfig(view_side=args.view_side, dark_gain=args.dark_gain))
+            items = make_hidden_evidence_set(
+                work / part, refs, seed, HiddenEvidenceConfig(view_side=args.view_side, dark_gain=args.dark_gain)
+            )
             subsets = read_subsets(work / part / "manifest.csv")
             parts[part] = (
                 [load_image(item.image) for item in items],
@@ -295,11 +302,13 @@ def protocol_context(args) -> dict:
             ("kit + protocol_phrases", {"protocol_phrases": True, "phrases": phrases}),
         ):
             model_dir = build_tiny_qwen3vl(work / kit_name.replace(" ", ""), TinyModelConfig(**tiny, **extra))
+            (_, train_y, train_s), (_, test_y, test_s) = parts["train"], parts["test"]
+            states = {}
             for path, (rubric, tools, turns) in CONTEXT_PATHS.items():
                 (train_x, length), (test_x, _) = (
                     score_states(model_dir, rubric, tools, turns, parts[p][0]) for p in ("train", "test")
                 )
-                (_, train_y, train_s), (_, test_y, test_s) = parts["train"], parts["test"]
+                states[path] = train_x, test_x
                 row = {
                     "tokens": length,
                     "spread": float(train_x.std(0).mean()),
@@ -308,7 +317,17 @@ def protocol_context(args) -> dict:
                 for subset in SUBSETS:
                     a, b = train_s == subset, test_s == subset
                     row[subset] = ridge_srcc(train_x[a], train_y[a], test_x[b], test_y[b])
+                row["all (one scale)"] = ridge_srcc(train_x, train_y, test_x, test_y)
                 table[f"{kit_name}: {path}"] = row
+            # each image seen through its subset's right view, read on ONE scale: the ceiling of a linear readout
+            # for the whole held-out SRCC, which the demo's target is
+            pick = [
+                np.stack([states[right_path[s]][k][i] for i, s in enumerate(subsets)])
+                for k, subsets in enumerate((train_s, test_s))
+            ]
+            table[f"{kit_name}: right view per subset"] = {
+                "all (one scale)": ridge_srcc(pick[0], train_y, pick[1], test_y)
+            }
     return {"context": table, "max_pixels": args.max_pixels}
 
 
