@@ -30,6 +30,8 @@ class Problem:
     """What is wrong, e.g. ``"image not found: /data/koniq/512x384/1.jpg"``."""
     item: IQAItem | None = None
     """The item the row describes (its image is missing), so an evaluation can write an error row for it."""
+    kind: str = "missing_image"
+    """Status of that error row: ``missing_image``, or ``not_a_file`` (a folder, FIFO or device by that name)."""
 
 
 @dataclass(frozen=True)
