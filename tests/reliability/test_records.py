@@ -135,7 +135,9 @@ evaluate([load_dataset("csv", Path({data!r}), "labels.csv", dataset_name="set")]
 """
 
 
-@pytest.mark.parametrize("kill_after", [pytest.param(1, marks=pytest.mark.slow), 6, pytest.param(10, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kill_after", [pytest.param(1, marks=pytest.mark.slow), 6, pytest.param(10, marks=pytest.mark.slow)]
+)
 def test_kill_9_mid_run_then_resume(data, reference, tmp_path, kill_after):
     """A real process killed with SIGKILL once ``kill_after`` records are on disk, resumed: the same rows and
     metrics as the uninterrupted run, none lost or duplicated."""

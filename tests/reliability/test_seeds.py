@@ -25,7 +25,9 @@ def one_thread():
 
 def test_sample_seed_is_stable_and_distinct():
     assert sample_seed(0, "set/a.png", 0) == sample_seed(0, "set/a.png", 0)  # no per-process salt
-    seeds = {sample_seed(s, k, g, t) for s in (0, 1) for k in ("set/a.png", "set/b.png") for g in (0, 1) for t in (0, 1)}
+    seeds = {
+        sample_seed(s, k, g, t) for s in (0, 1) for k in ("set/a.png", "set/b.png") for g in (0, 1) for t in (0, 1)
+    }
     assert len(seeds) == 16 and all(0 <= s < 2**63 for s in seeds)
     assert sample_seed(0, "set/a.png", 0) == 6_010_297_793_469_873_170  # pinned: a change re-seeds every result
 

@@ -144,7 +144,9 @@ class Agent:
                 kind=t.state.kind,
                 trajectory=index[id(t)],
                 turn=len(t.turns),
-                seed=None if keys is None else sample_seed(sampling.seed, keys[t.image_index], t.sample_index, len(t.turns)),
+                seed=None
+                if keys is None
+                else sample_seed(sampling.seed, keys[t.image_index], t.sample_index, len(t.turns)),
             )
             for t in active
         ]
