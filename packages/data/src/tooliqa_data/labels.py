@@ -35,7 +35,7 @@ class LabelRow:
     """Reference image name for full-reference style lists (KADID, Deblur, ...), used for content splits."""
 
 
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII digits only
 
 
 def parse_score(source: Path, line: int, text: str, what: str = "MOS") -> float:
