@@ -32,10 +32,11 @@ def build_parser() -> ArgumentParser:
 def _operator_errors() -> tuple[type[Exception], ...]:
     from tooliqa_data import LabelError
     from tooliqa_data.records import FolderLockedError
+    from tooliqa_data.runner import ResumeMismatchError
     from tooliqa_trainer.preflight import UsageError
     from tooliqa_trainer.weights import CheckpointError
 
-    return UsageError, LabelError, CheckpointError, FolderLockedError
+    return UsageError, LabelError, CheckpointError, FolderLockedError, ResumeMismatchError
 
 
 def main(args: list[str] | None = None) -> None:

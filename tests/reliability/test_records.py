@@ -164,3 +164,10 @@ def test_resume_over_another_model_names_the_differing_keys(data, tmp_path):
     other = RunMetadata(model="a", seed=1, settings={"sampling.temperature": 0.5})
     with pytest.raises(ValueError, match=r"settings\.sampling\.temperature \(1\.0 → 0\.5\) differ; pass another --out"):
         evaluate([_dataset(data)], Sharp(), tmp_path, QUIET, other)
+
+
+def test_constant_predictions_are_explained_not_a_bare_dash(data, tmp_path):
+    evaluate([_dataset(data)], lambda items, images: [Assessment(3.0) for _ in images], tmp_path, QUIET)
+    note = json.loads((tmp_path / "metrics.json").read_text())["datasets"]["set"]["note"]
+    assert note.startswith("constant predictions: all 12 scored rows are 3, so correlations are undefined")
+    assert "**set: constant predictions" in (tmp_path / "table.md").read_text()

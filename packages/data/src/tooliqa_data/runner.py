@@ -101,6 +101,10 @@ def _flat(tree: object, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+class ResumeMismatchError(ValueError):
+    """The output folder holds predictions of another model, other weights or other settings."""
+
+
 def check_resumable(out_dir: Path, metadata: RunMetadata, resume: bool = True) -> dict | None:
     """Raise if ``out_dir`` holds predictions of another model, other weights or other settings (one line naming
     the differing keys); returns the recorded run document, or None when there is none to match.
@@ -126,7 +130,7 @@ def check_resumable(out_dir: Path, metadata: RunMetadata, resume: bool = True) -
     if differing:
         shown = ", ".join(f"{key} ({old.get(key)!r} → {new.get(key)!r})" for key in differing[:4])
         more = f" and {len(differing) - 4} more" if len(differing) > 4 else ""
-        raise ValueError(
+        raise ResumeMismatchError(
             f"{out_dir} holds predictions of another run: {shown}{more} differ; pass another --out, or "
             "--eval.resume false to start it afresh"
         )
