@@ -16,6 +16,7 @@ from tooliqa_data.images import (
     ImageTooSmallError,
     NotAFileError,
     UnreadableImageError,
+    check_image_header,
     encode_png,
     load_image,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "Problem",
     "RunMetadata",
     "UnreadableImageError",
+    "check_image_header",
     "correlation_report",
     "encode_png",
     "evaluate",
