@@ -12,6 +12,7 @@ line before the model loads, with exit status 2.
 
 from __future__ import annotations
 
+import errno
 import sys
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
@@ -49,6 +50,15 @@ def main(args: list[str] | None = None) -> None:
     except _operator_errors() as err:  # what the operator must change: one line, no traceback
         print(f"eval.py: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        print(
+            f"eval.py: error: writing {options['out']}: {err.strerror}; free space, then rerun the same command "
+            "(it resumes after the last complete record)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
     print((result.out_dir / "table.md").read_text())
     print(f"wrote {result.out_dir} ({result.assessed} assessed, {result.skipped} already done)")
 

@@ -171,3 +171,33 @@ def test_constant_predictions_are_explained_not_a_bare_dash(data, tmp_path):
     note = json.loads((tmp_path / "metrics.json").read_text())["datasets"]["set"]["note"]
     assert note.startswith("constant predictions: all 12 scored rows are 3, so correlations are undefined")
     assert "**set: constant predictions" in (tmp_path / "table.md").read_text()
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from tooliqa_data import Assessment, EvalConfig, evaluate, load_dataset
+sys.path.insert(0, {tests!r})
+from reliability._corpus import sharpness
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+config = EvalConfig(progress=False, batch_size=3, report_samples=0, plots=False)
+try:
+    evaluate([load_dataset("csv", Path({data!r}), "labels.csv", dataset_name="set")],
+             lambda items, images: [Assessment(sharpness(image)) for image in images], Path({out!r}), config)
+except OSError as err:
+    print("failed:", err.strerror)
+"""
+
+
+def test_a_full_disk_mid_run_resumes_to_the_uninterrupted_result(data, reference, tmp_path):
+    """No small tmpfs can be mounted without privileges, so the file-size limit (RLIMIT_FSIZE) plays the full
+    disk: the journal's write fails part-way through a record, exactly as ENOSPC would."""
+    script = _FULL_DISK.format(tests=str(Path(__file__).parents[1]), limit=2500, data=str(data), out=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "failed: File too large" in done.stdout, done.stdout + done.stderr[-2000:]
+    journal = (tmp_path / "trajectories.jsonl").read_bytes()
+    assert 0 < journal.count(b"\n") < 12 and not journal.endswith(b"\n"), "the limit should cut a record"
+    evaluate([_dataset(data)], Sharp(), tmp_path, QUIET)
+    _same_as_reference(tmp_path, reference)
