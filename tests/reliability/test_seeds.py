@@ -3,6 +3,7 @@ batch-mates, their order or the batch size (so neither of a resume nor of the ra
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,9 +90,16 @@ def test_a_resumed_sampled_evaluation_equals_the_uninterrupted_one(tiny_model, t
         return AgentAssessor(agent, sampling, samples=2)
 
     evaluate([dataset], assessor(), tmp_path / "whole", EvalConfig(batch_size=4, **quiet))
-    evaluate([dataset], assessor(), tmp_path / "resumed", EvalConfig(batch_size=1, limit=2, **quiet))  # "killed"
-    evaluate([dataset], assessor(), tmp_path / "resumed", EvalConfig(batch_size=3, **quiet))
-    whole, resumed = (comparable(read_rows(tmp_path / name)) for name in ("whole", "resumed"))
+    # the resumed run reads a copy of the set in another folder: seeds follow the image's name, not its location
+    shutil.copytree(root, tmp_path / "copy")
+    copy = load_dataset("csv", tmp_path / "copy", tmp_path / "copy" / "manifest.csv", dataset_name="synthetic")
+    copy = copy.__class__(copy.name, copy.items[:4], (), copy.source, copy.note)
+    evaluate([copy], assessor(), tmp_path / "resumed", EvalConfig(batch_size=1, limit=2, **quiet))  # "killed"
+    evaluate([copy], assessor(), tmp_path / "resumed", EvalConfig(batch_size=3, **quiet))
+    whole, resumed = (
+        [{**row, "image": Path(row["image"]).name} for row in comparable(read_rows(tmp_path / name))]
+        for name in ("whole", "resumed")
+    )
     assert resumed == whole and len(whole) == 4
     assert len({row["score"] for row in whole}) > 1, "sampled scores should vary across images"
     metrics = [json.loads((tmp_path / name / "metrics.json").read_text())["datasets"] for name in ("whole", "resumed")]

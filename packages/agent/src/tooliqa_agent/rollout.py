@@ -102,7 +102,7 @@ class Agent:
         here, the tools work on these pixels. Bad input raises ``ValueError`` naming the image; a bad model output
         never raises: it ends that trajectory with a ``failure``.
 
-        ``keys``: one stable identity per image (evaluation: ``"<dataset>/<path>"``). Each turn then samples with
+        ``keys``: one stable identity per image (evaluation: ``"<dataset>/<name under its root>"``). Each turn then samples with
         :func:`~tooliqa_agent.seeding.sample_seed` of its image, sample and turn, so an image's trajectories do not
         depend on its batch-mates, their order, a resume or the rank. None: the engine's per-call seeds (training).
         """

@@ -19,7 +19,7 @@ def sample_seed(seed: int, key: str, sample: int, turn: int = 0) -> int:
 
     Args:
         seed: the run's base seed (``SamplingConfig.seed``).
-        key: the image's identity, stable across runs (the evaluation uses ``"<dataset>/<image path>"``).
+        key: the image's identity, stable across runs (the evaluation uses ``"<dataset>/<image name under its root>"``, so a copied dataset samples alike).
         sample: index of the trajectory among the image's samples, from 0.
         turn: index of the assistant turn within the trajectory, from 0 (each turn draws its own stream).
     """

@@ -371,7 +371,7 @@ def load_dataset(
     items, problems = [], []
     for row in rows:
         path = resolver(row.image) if opts.check_images else None
-        item = IQAItem(path or resolver.expected(row.image), row.mos, title)
+        item = IQAItem(path or resolver.expected(row.image), row.mos, title, row.image)
         if opts.check_images and path is None:
             kind, message = resolver.why(row.image)
             problems.append(Problem(source, row.line, message, item, kind))

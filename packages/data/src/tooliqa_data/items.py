@@ -16,6 +16,9 @@ class IQAItem:
     """Mean opinion score on the dataset's own scale, higher = better; ``None`` for unlabeled images."""
     dataset: str
     """Name of the dataset the item belongs to (the key rows are grouped by in the evaluation outputs)."""
+    name: str = ""
+    """The image as its label file lists it, relative to the dataset root (normalised): stable when the dataset
+    moves, so it keys the image's sampling seeds (``tooliqa_agent.seeding``). Empty: ``image`` is the key."""
 
 
 @dataclass(frozen=True)

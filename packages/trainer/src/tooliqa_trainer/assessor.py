@@ -74,8 +74,9 @@ class AgentAssessor:
         unusable = {i: self._unusable(name, image) for i, (name, image) in enumerate(zip(names, images))}
         unusable = {i: reason for i, reason in unusable.items() if reason is not None}
         usable = [i for i in range(len(images)) if i not in unusable]
-        # per-image seeds from the image's identity: its scores do not depend on its batch, a resume or the rank
-        keys = [f"{item.dataset}/{item.image}" for item in items] if items is not None else None
+        # per-image seeds from the image's identity (dataset + name under its root, so not where the dataset
+        # lies): its scores do not depend on its batch, a resume, the rank or the folder the data was copied to
+        keys = [f"{item.dataset}/{item.name or item.image}" for item in items] if items is not None else None
         usable_keys = None if keys is None else [keys[i] for i in usable]
         assessed = iter(self._assess([images[i] for i in usable], usable_keys) if usable else [])
         return [
