@@ -65,10 +65,13 @@ def _looks_local(ckpt: str) -> bool:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub's host accepts a TCP connection within ``timeout`` seconds (``HF_ENDPOINT`` honoured)."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    """Whether the hub's host (or the HTTPS proxy, when one is set) accepts a TCP connection within ``timeout``
+    seconds (``HF_ENDPOINT`` honoured)."""
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urlparse(proxy or os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -100,15 +103,15 @@ def check_ckpt(ckpt: str, flag: str = "--ckpt") -> None:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
         if not cached:
             raise UsageError(
-                f"{flag} {ckpt}: a hub id, but HF_HUB_OFFLINE is set and it is not in the local cache; download it "
-                "where there is a network (hf download ID) or pass a local folder"
+                f"{flag} {ckpt}: no such folder, and as a hub id it is not in the local cache while HF_HUB_OFFLINE is "
+                "set; pass an exported checkpoint folder (the demo writes runs/demo/hf), or download the id first"
             )
         return
     if not hub_reachable():
         if not cached:
             raise UsageError(
-                f"{flag} {ckpt}: a hub id, but the hub cannot be reached (no network) and it is not in the local "
-                "cache; pass a local checkpoint folder, or download it where there is a network"
+                f"{flag} {ckpt}: no such folder, and as a hub id it is not in the local cache while the hub cannot be "
+                "reached (no network); pass a local checkpoint folder, or download the id where there is a network"
             )
         # cached: load it from the cache at once instead of retrying the hub (the client read the variable already)
         import huggingface_hub.constants
