@@ -7,6 +7,7 @@ sleep/wake, caches; file:line there) and records what the real one would see."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 
@@ -173,6 +174,10 @@ def test_generate_sends_collapsed_prompts_images_and_params(fake_vllm, tiny_mode
     llm.replies = [[im_end]]
     engine.generate([second], sampling)
     assert llm.params[0].seed == 103
+    # a request with its own seed (the evaluation's per-image seeds) samples with exactly that seed
+    llm.replies = [[im_end]]
+    engine.generate([dataclasses.replace(second, seed=987_654_321)], sampling)
+    assert llm.params[0].seed == 987_654_321
 
 
 def test_sleep_wake_order_around_a_weight_sync(fake_vllm, tiny_model):

@@ -91,10 +91,11 @@ def test_eval_on_real_biq2021_images(tiny_model_dir, tmp_path):
     assert metrics["n_scored"] == 20 and metrics["labeled"]
 
 
-def test_eval_rejects_a_bad_dataset_spec(tiny_model_dir, tmp_path):
+def test_eval_rejects_a_bad_dataset_spec(tiny_model_dir, tmp_path, capsys):
     app = _eval_app()
-    with pytest.raises(ValueError, match="NAME=ROOT"):
+    with pytest.raises(SystemExit) as info:  # an operator error: one line on stderr, exit 2, no traceback
         app.main(_args(tiny_model_dir, tmp_path / "x", ["no-equals-sign"], 1))
+    assert info.value.code == 2 and "--data no-equals-sign" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs" / "eval").glob("*.yaml")), ids=lambda p: p.name)

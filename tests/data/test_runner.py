@@ -86,9 +86,12 @@ def test_resume_skips_finished_rows_and_reproduces_metrics(synthetic_dir, tmp_pa
     assert again.calls == 0 and result.skipped == 45 and result.assessed == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["datasets"] == metrics
 
-    # an interrupted run: drop the last 10 rows and cut the new last line in half
-    lines = (tmp_path / "predictions.csv").read_text().splitlines(keepends=True)
-    (tmp_path / "predictions.csv").write_text("".join(lines[:-10]) + lines[-10][:15])
+    # an interrupted run: the journal lost its last 10 records and the new last one is cut in half; the CSV has a
+    # cut row and a stray second header (issue 16.3): the journal is the record, the CSV is rebuilt from it
+    lines = (tmp_path / "trajectories.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "trajectories.jsonl").write_text("".join(lines[:-10]) + lines[-10][:15])
+    table = (tmp_path / "predictions.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "predictions.csv").write_text("".join(table[:20]) + table[0] + table[20][:30])
     resumed = SharpnessAssessor()
     result = evaluate([synthetic], resumed, tmp_path, QUIET)
     assert len(resumed.seen) == 10 and result.assessed == 10 and len(_rows(tmp_path)) == 45

@@ -18,6 +18,7 @@ import torch
 
 from tooliqa_agent.chat import ChatTokens
 from tooliqa_agent.protocol import Finish, ProtocolConfig, ProtocolState, Reply, RunTool, advance
+from tooliqa_agent.seeding import sample_seed
 from tooliqa_agent.trajectory import Trajectory, Turn
 from tooliqa_agent.types import Completion, Engine, GenerationRequest, SamplingConfig, TurnKind
 from tooliqa_agent.vision import image_grid, pixel_bounds, prepare_image
@@ -89,16 +90,26 @@ class Agent:
         return self._grammars[kind]
 
     def rollout(
-        self, images: Sequence[torch.Tensor], group_size: int, sampling: SamplingConfig
+        self,
+        images: Sequence[torch.Tensor],
+        group_size: int,
+        sampling: SamplingConfig,
+        keys: Sequence[str] | None = None,
     ) -> list[list[Trajectory]]:
         """Assess every image ``group_size`` times: trajectories ``[B][G]``.
 
         ``images``: uint8 [3, H, W] originals of any size, at full resolution: the model's global view is pre-sized
         here, the tools work on these pixels. Bad input raises ``ValueError`` naming the image; a bad model output
         never raises: it ends that trajectory with a ``failure``.
+
+        ``keys``: one stable identity per image (evaluation: ``"<dataset>/<name under its root>"``). Each turn then samples with
+        :func:`~tooliqa_agent.seeding.sample_seed` of its image, sample and turn, so an image's trajectories do not
+        depend on its batch-mates, their order, a resume or the rank. None: the engine's per-call seeds (training).
         """
         if group_size < 1:
             raise ValueError(f"group_size must be ≥ 1, got {group_size}")
+        if keys is not None and len(keys) != len(images):
+            raise ValueError(f"rollout: {len(keys)} keys for {len(images)} images")
         start = time.perf_counter()
         device = self.engine.device
         originals, global_views = [], []
@@ -115,13 +126,15 @@ class Agent:
             for g in range(group_size):
                 live.append(_Live(b, g, ProtocolState.start(self.protocol), list(first), [view], len(first)))
         while active := [t for t in live if t.outcome is None]:
-            self._generate_turn(active, live, sampling)
+            self._generate_turn(active, live, sampling, keys)
             self._run_tools(active, originals)
         total = time.perf_counter() - start
         done = [self._finish(t, total) for t in live]
         return [done[b * group_size : (b + 1) * group_size] for b in range(len(originals))]
 
-    def _generate_turn(self, active: list[_Live], live: list[_Live], sampling: SamplingConfig) -> None:
+    def _generate_turn(
+        self, active: list[_Live], live: list[_Live], sampling: SamplingConfig, keys: Sequence[str] | None
+    ) -> None:
         index = {id(t): i for i, t in enumerate(live)}
         requests = [
             GenerationRequest(
@@ -131,6 +144,9 @@ class Agent:
                 kind=t.state.kind,
                 trajectory=index[id(t)],
                 turn=len(t.turns),
+                seed=None
+                if keys is None
+                else sample_seed(sampling.seed, keys[t.image_index], t.sample_index, len(t.turns)),
             )
             for t in active
         ]

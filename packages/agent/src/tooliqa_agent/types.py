@@ -31,7 +31,8 @@ class SamplingConfig:
     max_new_tokens: int = 512
     """Token budget of ONE assistant turn; a turn that exhausts it is truncated and ends its trajectory."""
     seed: int = 42
-    """Base seed; engines derive one seed per generate call from it, so a rollout is reproducible."""
+    """Base seed. Requests that carry their own ``seed`` (the evaluation's, from ``tooliqa_agent.seeding``) sample
+    from it alone; the others from a seed per generate call derived from this one, so a rollout is reproducible."""
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -100,6 +101,9 @@ class GenerationRequest:
     """Row-major index of the trajectory in its rollout (image_index * group_size + sample_index)."""
     turn: int = 0
     """Index of this assistant turn within its trajectory, from 0."""
+    seed: int | None = None
+    """This turn's own sampling seed (``tooliqa_agent.seeding.sample_seed`` of its image, sample and turn): what it
+    samples then depends on nothing else in the batch. None = the engine's per-call seed."""
 
 
 @dataclass(frozen=True)

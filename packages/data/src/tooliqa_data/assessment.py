@@ -96,3 +96,6 @@ class RunMetadata:
     """Seed of the model's sampling."""
     settings: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
     """Sampling, protocol and engine settings (temperature, top_p, tools, rubric, engine, dtype, device, ...)."""
+    weights: Mapping[str, str] = field(default_factory=dict)
+    """Fingerprint of the weights scored, ``tensor name → digest of its bytes`` (``tooliqa_trainer.weights``);
+    a resume over other weights is refused naming the tensors that differ. Empty: not fingerprinted (a hub id)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,8 +92,27 @@ def parse_dataset_spec(spec: str) -> DatasetSpec:
         display = DATASETS[adapter].title if adapter not in ("csv", "folder") else Path(root).name
     except KeyError:
         adapter, display = ("csv" if labels else "folder"), name
+        close = closest_name(name)
+        if not labels and close is not None:
+            # a typo of a known name would silently become an unlabeled folder (no metrics, exit 0)
+            raise ValueError(
+                f"unknown dataset name {name!r}: did you mean {close!r}? (an unknown name without :LABELS reads the "
+                "folder unlabeled; for that, pick a name unlike a known one)"
+            ) from None
     display += f"/{split}" if split else ""
     return DatasetSpec(display, adapter, Path(root), Path(labels) if labels else None, split or None)
+
+
+def closest_name(name: str) -> str | None:
+    """The known dataset name or alias nearest to a misspelt ``name`` (``biq2012`` → ``biq2021``), if any is close."""
+    import difflib
+
+    from tooliqa_data.datasets import _ALIASES
+
+    key = re.sub(r"[^a-z0-9]", "", name.lower())
+    known = sorted((set(DATASETS) | set(_ALIASES)) - {"csv", "tsv", "folder", "manifest"})
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    return match[0] if match else None
 
 
 def load_specs(specs: Sequence[str], **options: object) -> list[Dataset]:

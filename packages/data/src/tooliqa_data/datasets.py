@@ -18,6 +18,7 @@ from tooliqa_data.labels import (
     ImageResolver,
     LabelRow,
     list_images,
+    normalize_image_name,
     parse_score,
     read_mat_vector,
     read_table,
@@ -358,6 +359,8 @@ def load_dataset(
     if opts.lower_better:
         scores = [row.mos for row in rows if row.mos is not None]
         rows = [replace(row, mos=None if row.mos is None else min(scores) + max(scores) - row.mos) for row in rows]
+    # one spelling per file (images/./a.jpg = images//a.jpg = images/a.jpg), never outside the root
+    rows = [replace(row, image=normalize_image_name(source, row.line, row.image, root)) for row in rows]
     seen: dict[str, int] = {}
     for row in rows:
         if row.image in seen:
@@ -368,9 +371,10 @@ def load_dataset(
     items, problems = [], []
     for row in rows:
         path = resolver(row.image) if opts.check_images else None
-        item = IQAItem(path or resolver.expected(row.image), row.mos, title)
+        item = IQAItem(path or resolver.expected(row.image), row.mos, title, row.image)
         if opts.check_images and path is None:
-            problems.append(Problem(source, row.line, f"image not found: {resolver.expected(row.image)}", item))
+            kind, message = resolver.why(row.image)
+            problems.append(Problem(source, row.line, message, item, kind))
         else:
             items.append(item)
     note = adapter.scale + (f"; split {split}" if split else "") + ("; DMOS flipped" if opts.lower_better else "")

@@ -13,6 +13,8 @@ Conversions (each one documented because it changes pixels):
 from __future__ import annotations
 
 import io
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,18 @@ class ImageError(ValueError):
 
 class ImageNotFoundError(ImageError):
     kind = "missing_image"
+
+
+class UnreadableImageError(ImageError):
+    """The file is there but this process may not read it (permissions): retried on resume."""
+
+    kind = "unreadable"
+
+
+class NotAFileError(ImageError):
+    """A folder, FIFO, device or socket stands where the image should be (never opened: a FIFO would block)."""
+
+    kind = "not_a_file"
 
 
 class CorruptImageError(ImageError):
@@ -72,6 +86,23 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _check_file(path: Path) -> None:
+    """A regular, readable file stands at ``path`` (links followed), or the precise :class:`ImageError`."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageNotFoundError(path, "image file not found") from None
+    except PermissionError as exc:
+        raise UnreadableImageError(path, f"cannot be reached ({exc.strerror}); fix the folder's permissions") from None
+    except OSError as exc:  # a name too long, a loop of links, ...
+        raise ImageNotFoundError(path, f"image file not found ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise NotAFileError(path, f"is {what}, not an image file")
+    if not os.access(path, os.R_OK):
+        raise UnreadableImageError(path, "cannot be read (permission denied); fix its permissions")
+
+
 def load_pil(
     path: str | Path, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS, max_side: int | None = None
 ) -> Image.Image:
@@ -84,12 +115,11 @@ def load_pil(
         max_side: if set, downscale (bicubic, aspect kept) so the longer side is at most this.
 
     Raises:
-        ImageNotFoundError, CorruptImageError (unreadable, truncated, garbage), ImageTooSmallError,
-        DecompressionBombError.
+        ImageNotFoundError, UnreadableImageError (permissions), NotAFileError (a folder, FIFO, device),
+        CorruptImageError (truncated, garbage), ImageTooSmallError, DecompressionBombError.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageNotFoundError(path, "image file not found")
+    _check_file(path)
     # No warnings.catch_warnings here: it is not thread-safe and the runner decodes in threads. The explicit size
     # check below rejects a bomb before decoding; Pillow's own error (at twice its limit) is mapped too.
     try:
@@ -107,6 +137,8 @@ def load_pil(
         raise DecompressionBombError(path, f"decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise CorruptImageError(path, "not a recognised image format (corrupt or not an image)") from None
+    except PermissionError as exc:
+        raise UnreadableImageError(path, f"cannot be read ({exc.strerror}); fix its permissions") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise CorruptImageError(path, f"truncated or corrupt image data ({exc})") from None
     if min(image.size) < min_side:
@@ -117,6 +149,36 @@ def load_pil(
         size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
         image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
     return image
+
+
+def check_image_header(
+    path: str | Path, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS
+) -> ImageError | None:
+    """What :func:`load_pil` would refuse that the file's header already shows (missing, unreadable, not a file,
+    not an image, too small, a bomb), without decoding pixels (~0.1 ms a file); None when the header is fine.
+
+    A training run checks every image this way at set-up, so a bad file stops it at step 0, not at step 5,000. Cut
+    pixel data shows only on decoding (``load_image``)."""
+    path = Path(path)
+    try:
+        _check_file(path)
+        with Image.open(path) as image:
+            width, height = image.size
+    except ImageError as err:
+        return err
+    except UnidentifiedImageError:
+        return CorruptImageError(path, "not a recognised image format (corrupt or not an image)")
+    except PermissionError as exc:
+        return UnreadableImageError(path, f"cannot be read ({exc.strerror}); fix its permissions")
+    except Image.DecompressionBombError as exc:
+        return DecompressionBombError(path, f"decompression bomb ({exc})")
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        return CorruptImageError(path, f"unreadable image header ({exc})")
+    if width * height > max_pixels:
+        return DecompressionBombError(path, f"declares {width}x{height} = {width * height:,} pixels, over the limit")
+    if min(width, height) < min_side:
+        return ImageTooSmallError(path, f"{width}x{height} is under the {min_side} px minimum side")
+    return None
 
 
 def load_image(

@@ -16,6 +16,9 @@ class IQAItem:
     """Mean opinion score on the dataset's own scale, higher = better; ``None`` for unlabeled images."""
     dataset: str
     """Name of the dataset the item belongs to (the key rows are grouped by in the evaluation outputs)."""
+    name: str = ""
+    """The image as its label file lists it, relative to the dataset root (normalised): stable when the dataset
+    moves, so it keys the image's sampling seeds (``tooliqa_agent.seeding``). Empty: ``image`` is the key."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class Problem:
     """What is wrong, e.g. ``"image not found: /data/koniq/512x384/1.jpg"``."""
     item: IQAItem | None = None
     """The item the row describes (its image is missing), so an evaluation can write an error row for it."""
+    kind: str = "missing_image"
+    """Status of that error row: ``missing_image``, or ``not_a_file`` (a folder, FIFO or device by that name)."""
 
 
 @dataclass(frozen=True)

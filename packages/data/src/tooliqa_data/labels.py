@@ -9,6 +9,9 @@ from __future__ import annotations
 import csv
 import math
 import os
+import posixpath
+import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,15 +35,63 @@ class LabelRow:
     """Reference image name for full-reference style lists (KADID, Deblur, ...), used for content splits."""
 
 
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII digits only
+
+
 def parse_score(source: Path, line: int, text: str, what: str = "MOS") -> float:
-    """``float(text)``, or a :class:`LabelError` naming the file and line when it is not a finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise LabelError(source, line, f"{what} {text!r} is not a number") from None
+    """A finite decimal number, or a :class:`LabelError` naming the file and line.
+
+    Stricter than ``float``, which reads ``0_5`` as 5.0 and accepts ``nan``, ``inf`` and full-width digits: only
+    ``[+-]digits[.digits][e±digits]`` is a score. A leading U+2212 minus (``−3``, as typeset) is a minus, as in the
+    agent's own answer parser."""
+    cleaned = text.strip().replace("\u2212", "-", 1) if text.strip().startswith("\u2212") else text.strip()
+    if re.fullmatch(r"[+-]?(?:nan|inf|infinity)", cleaned, re.IGNORECASE):
+        raise LabelError(source, line, f"{what} {text!r} is not finite")
+    if not _NUMBER.fullmatch(cleaned):
+        raise LabelError(source, line, f"{what} {text!r} is not a number")
+    value = float(cleaned)
     if not math.isfinite(value):
         raise LabelError(source, line, f"{what} {text!r} is not finite")
     return value
+
+
+_NAME_MAX = 255
+"""Longest file-name component most file systems store (bytes); a longer one cannot exist on disk."""
+
+
+def normalize_image_name(source: Path, line: int, name: str, root: Path) -> str:
+    """A label's image path as one canonical relative path (``images/./a.jpg`` and ``images//a.jpg`` are
+    ``images/a.jpg``, so the duplicate check sees them), kept inside the dataset root: an absolute path outside it
+    or a ``..`` that climbs out is a :class:`LabelError` naming the file and line. Spaces are kept as written."""
+    text = name
+    if posixpath.isabs(text):
+        for base in (root, root.resolve()):
+            if Path(text).is_relative_to(base):
+                text = Path(text).relative_to(base).as_posix()
+                break
+        else:
+            raise LabelError(
+                source,
+                line,
+                f"image path {name!r} is absolute and outside the dataset root {root}; list it relative to the root",
+            )
+    parts: list[str] = []
+    for part in text.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise LabelError(
+                    source,
+                    line,
+                    f"image path {name!r} climbs out of the dataset root {root} (..); list it relative to the root",
+                )
+            parts.pop()
+            continue
+        parts.append(part)
+    if not parts:
+        raise LabelError(source, line, f"image path {name!r} names no file")
+    return "/".join(parts)
 
 
 def text_lines(source: Path) -> list[tuple[int, str]]:
@@ -97,11 +148,11 @@ class Table:
             )
         return index
 
-    def cell(self, line: int, fields: tuple[str, ...], index: int) -> str:
-        """``fields[index]`` stripped, or a :class:`LabelError` when the row is too short."""
+    def cell(self, line: int, fields: tuple[str, ...], index: int, strip: bool = True) -> str:
+        """``fields[index]`` (stripped unless ``strip=False``), or a :class:`LabelError` when the row is too short."""
         if index >= len(fields):
             raise LabelError(self.source, line, f"row has {len(fields)} cells, column {self.header[index]!r} missing")
-        return fields[index].strip()
+        return fields[index].strip() if strip else fields[index]
 
 
 def read_table(source: Path) -> Table:
@@ -188,8 +239,8 @@ def table_rows(table: Table, *, image: int, mos: int | None, ref: int | None = N
     """:class:`LabelRow` s from the given column indices of a :class:`Table`."""
     rows = []
     for line, fields in table.rows:
-        name = table.cell(line, fields, image)
-        if not name:
+        name = table.cell(line, fields, image, strip=False)  # a trailing space may be part of the file's name
+        if not name.strip():
             raise LabelError(table.source, line, f"empty image name in column {table.header[image]!r}")
         score = parse_score(table.source, line, table.cell(line, fields, mos)) if mos is not None else None
         rows.append(LabelRow(name, score, line, table.cell(line, fields, ref) if ref is not None else None))
@@ -236,17 +287,39 @@ class ImageResolver:
         self._listings: dict[Path, dict[str, str]] = {}
 
     def __call__(self, name: str) -> Path | None:
-        for folder in self.folders:
-            path = folder / name
-            if path.is_file():
-                return path
-        for folder in self.folders:
-            path = folder / name
-            listing = self._listing(path.parent)
-            actual = listing.get(path.name.lower())
-            if actual is not None:
-                return path.parent / actual
+        names = [name] if name == name.strip() else [name, name.strip()]  # as written first, then trimmed
+        for candidate in names:
+            for folder in self.folders:
+                path = folder / candidate
+                if _is_file(path):
+                    return path
+        for candidate in names:
+            for folder in self.folders:
+                path = folder / candidate
+                listing = self._listing(path.parent)
+                actual = listing.get(path.name.lower())
+                if actual is not None and _is_file(path.parent / actual):
+                    return path.parent / actual
         return None
+
+    def why(self, name: str) -> tuple[str, str]:
+        """``(status, message)`` of a name :meth:`__call__` did not find: ``not_a_file`` for a folder, FIFO or device
+        by that name, else ``missing_image`` (with the reason when the name cannot exist, e.g. too long)."""
+        expected = self.expected(name)
+        longest = max((len(part.encode()) for part in name.split("/")), default=0)
+        if longest > _NAME_MAX:
+            return (
+                "missing_image",
+                f"image name too long for the file system ({longest} bytes in one part, limit {_NAME_MAX}): {str(expected)[:120]}…",
+            )
+        for folder in self.folders:
+            kind = _kind(folder / name)
+            if kind is not None:
+                return "not_a_file", f"not a regular file ({kind}): {folder / name}"
+        shown = repr(name) if name != name.strip() else str(expected)
+        return "missing_image", f"image not found: {shown}" + (
+            f" under {self.folders[0]}" if shown != str(expected) else ""
+        )
 
     def expected(self, name: str) -> Path:
         """Where the image was looked for first (quoted in 'image not found' problems)."""
@@ -254,9 +327,33 @@ class ImageResolver:
 
     def _listing(self, folder: Path) -> dict[str, str]:
         if folder not in self._listings:
-            names = os.listdir(folder) if folder.is_dir() else []
+            try:
+                names = os.listdir(folder)
+            except OSError:  # absent, not a folder, unreadable or a name too long: nothing to match
+                names = []
             self._listings[folder] = {name.lower(): name for name in names}
         return self._listings[folder]
+
+
+def _is_file(path: Path) -> bool:
+    """``Path.is_file`` without its OSError on a name the file system cannot hold (``ENAMETOOLONG``)."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _kind(path: Path) -> str | None:
+    """What stands at ``path`` when it is no regular file (``"a folder"``, ``"a FIFO"``, ...), None when nothing."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return what
+    return None
 
 
 def list_images(root: Path) -> list[Path]:

@@ -1,15 +1,20 @@
-"""The evaluation's per-image records: predictions.csv rows and trajectories.jsonl lines, written append-only.
+"""The evaluation's per-image records: one journal line per image, and predictions.csv as its table.
 
-Both files are appended one flushed line per image, so an interrupted run loses at most the line being written; on
-resume a partial last line is cut off, rows already present are skipped, and a key written twice (a retried
-``assessor_error``) counts once, last row wins.
+``trajectories.jsonl`` is the single source of truth: each line is one image's whole record (its prediction row
+under ``"prediction"``, its tool calls and turns), written and flushed before the matching predictions.csv row. A
+kill can only cut the journal's last line; on resume that partial line is dropped, a key written twice (a retried
+row) counts once, last record wins, and predictions.csv is rebuilt from the journal (atomically), so a cut CSV row, a
+stray second header or a row without its trajectory cannot survive a resume. :class:`FolderLock` keeps a second
+writer out of the folder.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +26,8 @@ NON_FINITE = "non_finite_score"
 """Status of rows whose assessor returned NaN or an infinite score (kept out of the metrics like parse failures)."""
 ASSESSOR_ERROR = "assessor_error"
 """Status of rows whose batch raised inside the assessor; they are retried on resume."""
+LOCK_FILE = ".lock"
+"""The output folder's lock file (``fcntl.flock``; holds the writer's pid)."""
 COLUMNS = (
     "dataset", "image", "mos", "score", "status", "error", "n_tool_calls", "n_failed_calls", "tools", "tool_calls",
     "output_tokens", "seconds",
@@ -41,7 +48,7 @@ class PredictionRow:
     """Predicted score, ``None`` on parse failures and errors."""
     status: str
     """``ok``, ``parse_failure``, an assessor's own tag, ``assessor_error``, or an image error kind
-    (``missing_image``, ``corrupt``, ``too_small``, ``decompression_bomb``)."""
+    (``missing_image``, ``unreadable``, ``not_a_file``, ``corrupt``, ``too_small``, ``decompression_bomb``)."""
     error: str = ""
     """Error message or failure detail."""
     n_tool_calls: int = 0
@@ -67,7 +74,12 @@ class PredictionRow:
         return self.status not in IMAGE_STATUSES and self.status != ASSESSOR_ERROR
 
 
-IMAGE_STATUSES = frozenset({"missing_image", "corrupt", "too_small", "decompression_bomb", "image_error"})
+IMAGE_STATUSES = frozenset(
+    {"missing_image", "unreadable", "not_a_file", "corrupt", "too_small", "decompression_bomb", "image_error"}
+)
+RETRIED = frozenset({ASSESSOR_ERROR, "missing_image", "unreadable", "not_a_file"})
+"""Statuses a resumed run tries again: their cause (memory, a late copy, a permission) may be gone by now. The
+others (``corrupt``, ``too_small``, a score, ...) are properties of the file or the model and are kept."""
 
 
 def row_from_assessment(dataset: str, image: str, mos: float | None, assessment: Assessment) -> PredictionRow:
@@ -114,34 +126,102 @@ def _optional_float(text: str) -> float | None:
     return float(text) if text != "" else None
 
 
-def _repair_tail(path: Path) -> None:
-    """Cut a partial last line (an interrupted write) so appends start on a fresh line."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+def _row_cells(row: PredictionRow) -> list[str]:
+    return [_cell(getattr(row, column)) for column in COLUMNS]
+
+
+def _row_from_json(path: Path, line: int, data: object) -> PredictionRow:
+    fields = {f.name for f in dataclasses.fields(PredictionRow)}
+    if not isinstance(data, dict) or set(data) != fields:
+        raise ValueError(
+            f"{path}:{line}: no 'prediction' record of this version; resume it with the version that wrote it, or "
+            "start afresh (resume=False / a new --out)"
+        )
+    return PredictionRow(**data)
+
+
+def read_journal(out_dir: Path) -> dict[tuple[str, str], tuple[PredictionRow, dict]]:
+    """``(dataset, image) → (row, record)`` from ``trajectories.jsonl``, last record of a key wins, in write order.
+
+    A partial last line (a kill mid-write) is ignored; any other line that is not one JSON record is an error
+    naming the file and line."""
+    path = out_dir / TRAJECTORIES
+    found: dict[tuple[str, str], tuple[PredictionRow, dict]] = {}
+    if not path.exists():
+        return found
+    with path.open("rb") as handle:
+        data = handle.read()
+    lines = data.split(b"\n")
+    complete = lines[:-1]  # the text after the last newline, if any, is a cut write
+    for number, raw in enumerate(complete, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}:{number}: not a JSON record ({exc}); the journal was edited or damaged") from None
+        row = _row_from_json(path, number, record.get("prediction") if isinstance(record, dict) else None)
+        found.pop(row.key, None)  # re-insert so the order is that of the last write
+        found[row.key] = (row, record)
+    return found
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Write ``path`` through a temporary file and ``os.replace``: readers see the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomically(path: Path, document: object) -> None:
+    """``path`` ← ``document`` as indented JSON, atomically (a kill leaves the old file or the new, never empty)."""
+    _replace_atomically(path, lambda handle: handle.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n"))
 
 
 class PredictionWriter:
-    """Appends rows to predictions.csv and trajectories.jsonl under ``out_dir`` (one flushed line each)."""
+    """Appends one record per image: the journal line (flushed) first, then its predictions.csv row.
+
+    Opening it repairs the folder: the journal and predictions.csv are rewritten from the journal's complete records,
+    one per key (a partial last line is dropped; atomically, so a kill during the repair loses nothing).
+    """
 
     def __init__(self, out_dir: Path) -> None:
         self.csv_path, self.jsonl_path = out_dir / PREDICTIONS, out_dir / TRAJECTORIES
-        for path in (self.csv_path, self.jsonl_path):
-            if path.exists():
-                _repair_tail(path)
-        new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+        self.records = read_journal(out_dir)
+        """The records already written, ``(dataset, image) → (row, journal record)``."""
+        entries = list(self.records.values())
+
+        def journal(handle) -> None:
+            for _, record in entries:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+        def table(handle) -> None:
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            writer.writerows(_row_cells(row) for row, _ in entries)
+
+        _replace_atomically(self.jsonl_path, journal)
+        _replace_atomically(self.csv_path, table)
         self._csv = self.csv_path.open("a", newline="", encoding="utf-8")
         self._jsonl = self.jsonl_path.open("a", encoding="utf-8")
         self._writer = csv.writer(self._csv)
-        if new:
-            self._writer.writerow(COLUMNS)
-            self._csv.flush()
 
     def write(self, row: PredictionRow, trajectory: dict) -> None:
-        self._writer.writerow([_cell(getattr(row, column)) for column in COLUMNS])
-        self._csv.flush()
-        self._jsonl.write(json.dumps(trajectory, ensure_ascii=False) + "\n")
+        # journal first: a kill between the two leaves a record whose CSV row the next open rebuilds
+        record = {**trajectory, "prediction": dataclasses.asdict(row)}
+        self._jsonl.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._jsonl.flush()
+        self._writer.writerow(_row_cells(row))
+        self._csv.flush()
+
+    def sync(self) -> None:
+        """Force both files to the disk (after each batch: a power cut then loses at most one batch)."""
+        for handle in (self._jsonl, self._csv):
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def close(self) -> None:
         self._csv.close()
@@ -149,11 +229,15 @@ class PredictionWriter:
 
 
 def read_predictions(out_dir: Path) -> list[PredictionRow]:
-    """Rows of ``out_dir/predictions.csv`` (empty if absent), one per image: the last row of a repeated key wins."""
+    """Rows of ``out_dir``, one per image (the last row of a repeated key wins; empty if none).
+
+    Read from the journal when there is one (the source of truth), else from a predictions.csv alone (a folder
+    written by another tool)."""
+    if (out_dir / TRAJECTORIES).exists():
+        return [row for row, _ in read_journal(out_dir).values()]
     path = out_dir / PREDICTIONS
     if not path.exists():
         return []
-    _repair_tail(path)
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = tuple(next(reader, ()))
@@ -161,6 +245,8 @@ def read_predictions(out_dir: Path) -> list[PredictionRow]:
             raise ValueError(f"{path}: unexpected header {list(header)}; expected {list(COLUMNS)}")
         latest: dict[tuple[str, str], PredictionRow] = {}
         for fields in reader:
+            if tuple(fields) == COLUMNS:  # a second header (two writers, or concatenated files)
+                continue
             if len(fields) != len(COLUMNS):
                 raise ValueError(f"{path}:{reader.line_num}: {len(fields)} cells, expected {len(COLUMNS)}")
             cells = dict(zip(COLUMNS, fields))
@@ -178,23 +264,51 @@ def read_predictions(out_dir: Path) -> list[PredictionRow]:
                 output_tokens=int(cells["output_tokens"]),
                 seconds=float(cells["seconds"]),
             )
-            latest.pop(row.key, None)  # re-insert so the order is that of the last write
+            latest.pop(row.key, None)
             latest[row.key] = row
     return list(latest.values())
 
 
 def read_trajectories(out_dir: Path, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict]:
     """The trajectories.jsonl records of the given ``(dataset, image)`` keys (last record of a key wins)."""
-    path = out_dir / TRAJECTORIES
-    found: dict[tuple[str, str], dict] = {}
-    if not path.exists():
-        return found
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            key = (record["dataset"], record["image"])
-            if key in keys:
-                found[key] = record
-    return found
+    return {key: record for key, (_, record) in read_journal(out_dir).items() if key in keys}
+
+
+class FolderLockedError(RuntimeError):
+    """Another process is writing the same output folder."""
+
+
+class FolderLock:
+    """An exclusive ``fcntl.flock`` on ``out_dir/.lock`` for the life of a run: a second writer fails at once.
+
+    The kernel drops the lock when the holder exits, a kill -9 included, so a crashed run never leaves a stale lock.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LOCK_FILE
+        self._handle = None
+
+    def __enter__(self) -> FolderLock:
+        import fcntl
+
+        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise FolderLockedError(
+                f"{self.path.parent} is being written by another evaluation (pid {holder}); wait for it to finish "
+                "or pass another --out"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing releases the flock
+            self._handle = None

@@ -1,10 +1,12 @@
 """The evaluation runner: assess every image of some datasets with an :class:`Assessor` and write the paper's tables.
 
 Per image the runner loads the file (bad files become error rows: the run goes on), batches images into the
-assessor, and appends one row to predictions.csv and one line to trajectories.jsonl. A rerun into the same folder
-skips the images already there (rows whose batch raised or whose file was missing are retried) and appends; every
-summary — metrics.json, table.md, tools.md, scatter PNGs, report.html — is then recomputed from the full
-predictions.csv, so a resumed run reports exactly what an uninterrupted one would.
+assessor, and writes one record: its trajectories.jsonl line (the journal, the source of truth), then its
+predictions.csv row (``tooliqa_data.records``). A rerun into the same folder repairs whatever a kill left, skips the
+images already there (rows of the :data:`~tooliqa_data.records.RETRIED` statuses are tried again) and appends; every
+summary — metrics.json, table.md, tools.md, scatter PNGs, report.html — is then recomputed from the full record, so
+a resumed run reports exactly what an uninterrupted one would. One run at a time holds the folder
+(:class:`~tooliqa_data.records.FolderLock`); run.json is replaced atomically.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ from tooliqa_data.plots import safe_name, scatter_plot
 from tooliqa_data.records import (
     ASSESSOR_ERROR,
     PREDICTIONS,
+    RETRIED,
     TRAJECTORIES,
+    FolderLock,
     PredictionRow,
     PredictionWriter,
     read_predictions,
     row_from_assessment,
+    write_json_atomically,
 )
 from tooliqa_data.report import ASSETS, report_keys, view_path, write_report
 from tooliqa_data.summary import (
@@ -80,19 +85,61 @@ class _Loaded:
     error: ImageError | None
 
 
-def _check_run(out_dir: Path, metadata: RunMetadata, config: EvalConfig) -> None:
-    """Refuse to resume into a folder made by another model or other settings; record this run's identity."""
+def _identity(metadata: RunMetadata) -> dict:
     identity = {"model": metadata.model, "seed": metadata.seed, "settings": dict(metadata.settings)}
+    if metadata.weights:
+        identity["weights"] = dict(metadata.weights)
+    return json.loads(json.dumps(identity))  # as it reads back from run.json
+
+
+def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+class ResumeMismatchError(ValueError):
+    """The output folder holds predictions of another model, other weights or other settings."""
+
+
+def check_resumable(out_dir: Path, metadata: RunMetadata, resume: bool = True) -> dict | None:
+    """Raise if ``out_dir`` holds predictions of another model, other weights or other settings (one line naming
+    the differing keys); returns the recorded run document, or None when there is none to match.
+
+    Cheap (no model needed): ``apps/eval.py`` calls it before loading anything."""
     path = out_dir / RUN_FILE
-    if config.resume and path.exists() and (out_dir / PREDICTIONS).exists():
+    if not resume or not path.exists() or not (out_dir / TRAJECTORIES).exists():
+        return None
+    try:
         recorded = json.loads(path.read_text(encoding="utf-8"))
-        if recorded.get("identity") != json.loads(json.dumps(identity)):
-            raise ValueError(
-                f"{out_dir} holds predictions of another run ({recorded.get('identity')}); this run is {identity}. "
-                "Use a new output folder or resume=False."
-            )
-    document = {"identity": identity, "eval": dataclasses.asdict(config)}
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        recorded_identity = recorded["identity"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        # only an older runner's interrupted write leaves this (run.json is now replaced atomically)
+        log.warning("%s is empty or unreadable (an interrupted write): rewriting it for this run", path)
+        return None
+    if "weights" not in recorded_identity or not metadata.weights:  # a folder (or a run) without a fingerprint
+        recorded_identity = {k: v for k, v in recorded_identity.items() if k != "weights"}
+        identity = {k: v for k, v in _identity(metadata).items() if k != "weights"}
+    else:
+        identity = _identity(metadata)
+    old, new = _flat(recorded_identity), _flat(identity)
+    differing = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+    if differing:
+        shown = ", ".join(f"{key} ({old.get(key)!r} → {new.get(key)!r})" for key in differing[:4])
+        more = f" and {len(differing) - 4} more" if len(differing) > 4 else ""
+        raise ResumeMismatchError(
+            f"{out_dir} holds predictions of another run: {shown}{more} differ; pass another --out, or "
+            "--eval.resume false to start it afresh"
+        )
+    return recorded
+
+
+def _record_run(out_dir: Path, metadata: RunMetadata, config: EvalConfig) -> None:
+    document = {"identity": _identity(metadata), "eval": dataclasses.asdict(config)}
+    write_json_atomically(out_dir / RUN_FILE, document)
 
 
 def _batches(items: Sequence[IQAItem], size: int) -> Iterator[Sequence[IQAItem]]:
@@ -204,31 +251,33 @@ def evaluate(
     if len(set(names)) != len(names):
         raise ValueError(f"dataset names must differ, got {names}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not config.resume:
-        for stale in (PREDICTIONS, TRAJECTORIES, RUN_FILE):
-            (out_dir / stale).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / ASSETS, ignore_errors=True)
-    _check_run(out_dir, metadata, config)
-    # Failed batches and missing files are retried: the cause (memory, a late copy) may be gone by now.
-    done = {row.key for row in read_predictions(out_dir) if row.status not in (ASSESSOR_ERROR, "missing_image")}
-    selected = [dataclasses.replace(d, items=d.items[: config.limit]) if config.limit else d for d in datasets]
-    keys = report_keys(selected, config.report_samples, config.seed)
-    run = _Run(out_dir, assessor, config, keys)
-    skipped = 0
-    pending: list[IQAItem] = []
-    for dataset in selected:
-        for problem in dataset.problems:
-            if problem.item is not None and (dataset.name, str(problem.item.image)) not in done:
-                item = dataclasses.replace(problem.item, dataset=dataset.name)
-                run.error_row(item, "missing_image", f"{problem.source}:{problem.line}: {problem.message}")
-        fresh = [item for item in dataset.items if (dataset.name, str(item.image)) not in done]
-        skipped += len(dataset.items) - len(fresh)
-        pending += [dataclasses.replace(item, dataset=dataset.name) for item in fresh]
-    try:
-        _assess_all(run, pending)
-    finally:  # an interrupt keeps every row written so far: the next run resumes after it
-        run.writer.close()
-    return _summarize(out_dir, selected, config, metadata, keys, run.assessed, skipped)
+    with FolderLock(out_dir):
+        if not config.resume:
+            for stale in (PREDICTIONS, TRAJECTORIES, RUN_FILE):
+                (out_dir / stale).unlink(missing_ok=True)
+            shutil.rmtree(out_dir / ASSETS, ignore_errors=True)
+        check_resumable(out_dir, metadata, config.resume)
+        _record_run(out_dir, metadata, config)
+        selected = [dataclasses.replace(d, items=d.items[: config.limit]) if config.limit else d for d in datasets]
+        keys = report_keys(selected, config.report_samples, config.seed)
+        run = _Run(out_dir, assessor, config, keys)
+        try:
+            # Failed batches, missing and unreadable files are retried: the cause may be gone by now.
+            done = {key for key, (row, _) in run.writer.records.items() if row.status not in RETRIED}
+            skipped = 0
+            pending: list[IQAItem] = []
+            for dataset in selected:
+                for problem in dataset.problems:
+                    if problem.item is not None and (dataset.name, str(problem.item.image)) not in done:
+                        item = dataclasses.replace(problem.item, dataset=dataset.name)
+                        run.error_row(item, problem.kind, f"{problem.source}:{problem.line}: {problem.message}")
+                fresh = [item for item in dataset.items if (dataset.name, str(item.image)) not in done]
+                skipped += len(dataset.items) - len(fresh)
+                pending += [dataclasses.replace(item, dataset=dataset.name) for item in fresh]
+            _assess_all(run, pending)
+        finally:  # an interrupt keeps every record written so far: the next run resumes after it
+            run.writer.close()
+        return _summarize(out_dir, selected, config, metadata, keys, run.assessed, skipped)
 
 
 def _assess_all(run: _Run, pending: Sequence[IQAItem]) -> None:
@@ -247,6 +296,7 @@ def _assess_all(run: _Run, pending: Sequence[IQAItem]) -> None:
                 ahead = [pool.submit(run.load, item) for item in batches[index + 1]]
             bar.set_postfix_str(batch[0].dataset, refresh=False)
             run.assess(current)
+            run.writer.sync()
             bar.update(len(batch))
 
 

@@ -77,6 +77,21 @@ def _scored(rows: Sequence[PredictionRow], labeled: bool) -> list[PredictionRow]
     return [row for row in rows if row.score is not None and (row.mos is not None or not labeled)]
 
 
+def _undefined_note(scores: Sequence[float], mos: Sequence[float]) -> str:
+    """Why the correlations are undefined ("—" in the tables), or "" when they are not."""
+    if len(scores) < 3:
+        return f"only {len(scores)} scored rows: correlations undefined"
+    if len(set(scores)) == 1:
+        # the policy answers the same for every image (an argmax shared by all): say so instead of a bare "—"
+        return (
+            f"constant predictions: all {len(scores)} scored rows are {scores[0]:g}, so correlations are undefined; "
+            "more samples per image (samples > 1, temperature > 0) or readout expected can still rank them"
+        )
+    if len(set(mos)) == 1:
+        return f"constant MOS: all {len(mos)} labels are {mos[0]:g}, so correlations are undefined"
+    return ""
+
+
 def summarize_dataset(
     name: str, rows: Sequence[PredictionRow], *, bootstrap: int = 0, confidence: float = 0.95, seed: int = 0
 ) -> DatasetSummary:
@@ -93,7 +108,7 @@ def summarize_dataset(
             [row.score for row in scored], [row.mos for row in scored], bootstrap=bootstrap, confidence=confidence,
             seed=seed,
         )  # fmt: skip
-        note = "" if metrics.n >= 3 else f"only {metrics.n} scored rows: correlations undefined"
+        note = _undefined_note([row.score for row in scored], [row.mos for row in scored])
     return DatasetSummary(name, len(rows), len(scored), failures, errors, statuses, labeled, metrics, note)
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tooliqa_data.assessment import RunMetadata
 from tooliqa_data.config import EvalConfig
+from tooliqa_data.records import write_json_atomically
 from tooliqa_data.summary import DatasetSummary, Efficiency, ToolRow, average
 
 PLCC_NOTE = (
@@ -54,6 +55,7 @@ def write_metrics_json(
             "model": metadata.model,
             "seed": metadata.seed,
             "settings": dict(metadata.settings),
+            "weights": _weights_digest(metadata.weights),
             "eval": dataclasses.asdict(config),
         },
         "plcc_note": PLCC_NOTE,
@@ -62,7 +64,15 @@ def write_metrics_json(
         "tools": {name: [dataclasses.asdict(row) for row in rows] for name, rows in tools.items()},
         "efficiency": {name: dataclasses.asdict(e) for name, e in efficiencies.items()},
     }
-    path.write_text(json.dumps(_finite(document), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomically(path, _finite(document))
+
+
+def _weights_digest(weights: Mapping[str, str]) -> dict[str, object] | None:
+    """One digest over the per-tensor fingerprint (run.json keeps the whole map)."""
+    if not weights:
+        return None
+    text = "\n".join(f"{name}={digest}" for name, digest in sorted(weights.items()))
+    return {"sha256": hashlib.sha256(text.encode()).hexdigest()[:16], "tensors": len(weights)}
 
 
 def _cell(summary: DatasetSummary, logistic: bool) -> str:
@@ -94,6 +104,7 @@ def write_table_md(path: Path, summaries: Sequence[DatasetSummary], metadata: Ru
         f"| {model} (PLCC after logistic fit) | "
         + " | ".join(_cell(s, True) for s in summaries)
         + f" | {fmt(mean_srcc)}/{fmt(mean_plcc_logistic)} |",
+        *[f"\n**{s.name}: {s.note}.**" for s in summaries if s.metrics is not None and s.note],
         "",
         "## Details",
         "",

@@ -74,7 +74,11 @@ class AgentAssessor:
         unusable = {i: self._unusable(name, image) for i, (name, image) in enumerate(zip(names, images))}
         unusable = {i: reason for i, reason in unusable.items() if reason is not None}
         usable = [i for i in range(len(images)) if i not in unusable]
-        assessed = iter(self._assess([images[i] for i in usable]) if usable else [])
+        # per-image seeds from the image's identity (dataset + name under its root, so not where the dataset
+        # lies): its scores do not depend on its batch, a resume, the rank or the folder the data was copied to
+        keys = [f"{item.dataset}/{item.name or item.image}" for item in items] if items is not None else None
+        usable_keys = None if keys is None else [keys[i] for i in usable]
+        assessed = iter(self._assess([images[i] for i in usable], usable_keys) if usable else [])
         return [
             Assessment(score=None, status=UNUSABLE_IMAGE, detail=unusable[i]) if i in unusable else next(assessed)
             for i in range(len(images))
@@ -91,10 +95,10 @@ class AgentAssessor:
             return f"{name}: {err}"
         return None
 
-    def _assess(self, images: Sequence[torch.Tensor]) -> list[Assessment]:
+    def _assess(self, images: Sequence[torch.Tensor], keys: Sequence[str] | None) -> list[Assessment]:
         start = time.perf_counter()
         with torch.no_grad():
-            groups = self.agent.rollout(list(images), self.samples, self.sampling)
+            groups = self.agent.rollout(list(images), self.samples, self.sampling, keys=keys)
             scores = self.readout(groups, self.context)
             others = {name: readout(groups, self.context) for name, readout in self.also_readouts.items()}
         seconds = (time.perf_counter() - start) / max(1, len(images))

@@ -18,7 +18,9 @@ import torch
 
 from tooliqa_data import (
     HiddenEvidenceConfig,
+    ImageError,
     IQAItem,
+    check_image_header,
     load_dataset,
     load_image,
     make_hidden_evidence_set,
@@ -165,10 +167,15 @@ class _HeldOutBatches(torch.utils.data.IterableDataset):
 
 
 def _load(items: Sequence[IQAItem], step: int) -> ImageBatch:
+    try:
+        images = [load_image(item.image) for item in items]
+    except ImageError as err:  # cut pixel data shows only when decoding; the header scan at set-up passed it
+        reason = str(err).removeprefix(f"{err.path}: ")
+        raise type(err)(err.path, f"{reason} (batch {step}); fix or remove it from the labels, then resume") from None
     return ImageBatch(
         step=step,
         items=tuple(items),
-        images=[load_image(item.image) for item in items],
+        images=images,
         mos=torch.tensor([float(item.mos) for item in items], dtype=torch.float32),
     )
 
@@ -292,4 +299,14 @@ def _labelled(spec: DatasetSpec) -> list[IQAItem]:
     items = [item for item in dataset.items if item.mos is not None]
     if not items:
         raise ValueError(f"dataset {spec.name!r} at {spec.root}: no labelled items ({len(dataset.problems)} problems)")
+    # Stop before step 0 rather than train on a silent subset (or crash at step 5,000): every listed image must
+    # exist and show a usable header. The researcher fixes or removes the files named here.
+    bad = [f"{p.source}:{p.line}: {p.message}" for p in dataset.problems]
+    bad += [str(error) for item in items if (error := check_image_header(item.image)) is not None]
+    if bad:
+        shown = "; ".join(bad[:3]) + (f"; … {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ValueError(
+            f"dataset {spec.name!r} at {spec.root}: {len(bad)} of {len(dataset.items) + len(dataset.problems)} "
+            f"images cannot be used for training: {shown}. Fix or remove them from the labels"
+        )
     return items

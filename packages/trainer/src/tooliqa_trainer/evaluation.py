@@ -3,8 +3,9 @@
 ``apps/eval.py`` is a thin parser over :func:`run_evaluation`. The policy is loaded through the same engine path as
 rollouts (``AutoModelForImageTextToText.from_pretrained`` on a directory or hub id for ``hf``; vLLM's own loader for
 ``vllm``), scored through :class:`~tooliqa_trainer.assessor.AgentAssessor` like training-time validation, and every
-setting that changes a number (protocol, sampling, engine, seed) is written into the output's run record, so a rerun
-with other settings cannot silently resume into the same folder.
+setting that changes a number (protocol, sampling, engine, seed, the weights' fingerprint) is written into the
+output's run record, so a rerun with other settings or weights cannot silently resume into the same folder. Every
+operator error is found before the model loads (:func:`prepare`, ``tooliqa_trainer.preflight``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tooliqa_agent import Agent, EngineConfig, ProtocolConfig, SamplingConfig, make_engine
-from tooliqa_data import EvalConfig, EvalResult, RunMetadata, evaluate, load_specs
-from tooliqa_trainer.assessor import AgentAssessor
+from tooliqa_agent import EngineConfig, ProtocolConfig, SamplingConfig
+from tooliqa_data import Dataset, EvalConfig, EvalResult, LabelError, RunMetadata, parse_dataset_spec
+from tooliqa_data.runner import check_resumable
+from tooliqa_trainer.preflight import UsageError, check_ckpt, check_device, check_out
+from tooliqa_trainer.weights import check_finite, fingerprint
 
-__all__ = ["EvalJob", "run_evaluation"]
+__all__ = ["EvalJob", "UsageError", "prepare", "run_evaluation"]
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,9 @@ class EvalJob:
 
     def __post_init__(self) -> None:
         if not self.data:
-            raise ValueError("EvalJob.data: give at least one dataset as NAME[/SPLIT]=ROOT[:LABELS]")
+            raise UsageError("--data: give at least one dataset as NAME[/SPLIT]=ROOT[:LABELS]")
         if self.engine.name == "scripted":
-            raise ValueError("EvalJob.engine.name: the scripted engine replays texts; evaluate with 'hf' or 'vllm'")
+            raise UsageError("--engine.name scripted: the scripted engine replays texts; evaluate with hf or vllm")
 
     def metadata(self) -> RunMetadata:
         """Everything that changes a prediction, flattened for the run record."""
@@ -62,17 +65,58 @@ class EvalJob:
         return RunMetadata(model=self.ckpt, seed=self.sampling.seed, settings=settings)
 
 
+def prepare(job: EvalJob) -> tuple[list[Dataset], RunMetadata]:
+    """Everything that can be checked without the model, in one pass: ``--out``, ``--engine.device``, ``--ckpt``
+    (folder, files, hub reachability), ``--data`` (specs, duplicates, label files), and whether ``--out`` may be
+    resumed with these settings and weights. Raises :class:`~tooliqa_trainer.preflight.UsageError` (or a
+    ``LabelError`` / ``CheckpointError`` naming the file) with one line saying what to change."""
+    check_out(job.out)
+    check_device(job.engine.device)
+    ckpt = job.engine.model if job.engine.model is not None else job.ckpt
+    check_ckpt(ckpt, "--engine.model" if job.engine.model is not None else "--ckpt")
+    specs = []
+    for text in job.data:
+        try:
+            specs.append(parse_dataset_spec(text))
+        except ValueError as err:
+            raise UsageError(f"--data {text}: {err}") from None
+    names = [spec.name for spec in specs]
+    for name in names:
+        if names.count(name) > 1:
+            given = [text for text, spec in zip(job.data, specs) if spec.name == name]
+            raise UsageError(f"--data: dataset {name!r} is given {len(given)} times ({', '.join(given)}); give it once")
+    datasets = []
+    for text, spec in zip(job.data, specs):
+        try:
+            datasets.append(spec.load())
+        except LabelError:
+            raise  # names the label file and line already
+        except (ValueError, KeyError) as err:  # an unknown split or adapter option
+            raise UsageError(f"--data {text}: {str(err).strip(chr(39))}") from None
+    metadata = dataclasses.replace(job.metadata(), weights=fingerprint(ckpt))
+    check_resumable(job.out, metadata, job.eval.resume)
+    return datasets, metadata
+
+
 def run_evaluation(job: EvalJob) -> EvalResult:
-    """Load the model, assess every image of ``job.data`` and write the paper's tables into ``job.out``."""
-    datasets = load_specs(job.data)
+    """Check every operator error (:func:`prepare`), load the model, refuse non-finite weights, assess every image
+    of ``job.data`` and write the paper's tables into ``job.out``."""
+    from tooliqa_agent import Agent, make_engine
+    from tooliqa_data import evaluate
+    from tooliqa_trainer.assessor import AgentAssessor
+
+    datasets, metadata = prepare(job)
     engine_config = job.engine if job.engine.model is not None else dataclasses.replace(job.engine, model=job.ckpt)
     engine = make_engine(engine_config)
     try:
+        model = getattr(engine, "model", None)
+        if model is not None:
+            check_finite(model, engine_config.model)
         agent = Agent(engine, engine.processor, job.protocol)
         assessor = AgentAssessor(
             agent, job.sampling, views=job.eval.report_samples > 0, samples=job.samples, readout=job.readout
         )
-        return evaluate(datasets, assessor, job.out, job.eval, job.metadata())
+        return evaluate(datasets, assessor, job.out, job.eval, metadata)
     finally:
         engine.release()
 

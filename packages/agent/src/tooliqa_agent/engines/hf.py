@@ -5,6 +5,10 @@ copy: ``update_weights`` is a no-op). Logprobs come from ``output_logits=True`` 
 post-processed and drift by ~4e-3, ``reference/env_probe.md`` §3) divided by the sampling temperature, the scale the
 trainer's teacher-forced forward uses (SPEC §5). A turn ends on any id of ``stops.end_token_ids`` (``<|im_end|>`` and
 the checkpoint's generation-config EOS ids), the set the ``vllm`` engine stops on.
+
+Seeds: when every request carries its own ``seed`` (the evaluation's per-image seeds, ``tooliqa_agent.seeding``),
+each row samples from its own generator (:class:`_RowSampler`), so a row's tokens do not depend on its batch-mates;
+otherwise the whole call samples from one seed, ``sampling.seed`` plus a per-call counter (training rollouts).
 """
 
 from __future__ import annotations
@@ -36,6 +40,34 @@ class _OnCopy:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         return self.constraint(input_ids, scores.clone())
+
+
+class _RowSampler:
+    """Samples each row from its own seeded generator, as the last logits processor of a greedy ``generate``.
+
+    ``generate``'s own sampling draws every row from one RNG, so a row's tokens depend on how many rows drew before
+    it. Here the row's distribution is warped exactly as ``generate`` would (temperature, then top-k, then top-p,
+    after the suppression and grammar masks), one token is drawn from the row's generator, and every other token is
+    set to -inf so the greedy step picks it. Raw logits (``output_logits``) are untouched: logprobs stay the same.
+    """
+
+    def __init__(self, seeds: Sequence[int], sampling: SamplingConfig, device: torch.device) -> None:
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.warpers = [TemperatureLogitsWarper(sampling.temperature)]
+        if sampling.top_k > 0:
+            self.warpers.append(TopKLogitsWarper(sampling.top_k))
+        if sampling.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(sampling.top_p))
+        self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        probs = torch.softmax(scores.float(), -1)
+        chosen = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators, strict=True)])
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, chosen[:, None], 0.0)
 
 
 class HFEngine:
@@ -134,6 +166,11 @@ class HFEngine:
         prompt_length = inputs["input_ids"].shape[1]
         constraint = self._constraint(requests, prompt_length)
         greedy = sampling.temperature == 0
+        processors = [constraint] if constraint is not None else []
+        per_row = not greedy and all(r.seed is not None for r in requests)
+        if per_row:  # the rows draw from their own generators: generate itself stays greedy
+            processors.append(_RowSampler([r.seed for r in requests], sampling, self.device))
+        sample = not greedy and not per_row
         seed = sampling.seed + self.seed_offset
         self.seed_offset += 1
         devices = [self.device] if self.device.type == "cuda" else []
@@ -141,16 +178,16 @@ class HFEngine:
             torch.manual_seed(seed)
             out = self.model.generate(
                 **inputs,
-                do_sample=not greedy,
-                temperature=None if greedy else sampling.temperature,
-                top_p=None if greedy else sampling.top_p,
-                top_k=None if greedy else sampling.top_k,
+                do_sample=sample,
+                temperature=sampling.temperature if sample else None,
+                top_p=sampling.top_p if sample else None,
+                top_k=sampling.top_k if sample else None,
                 repetition_penalty=1.0,  # a checkpoint's default penalty would break logprob = log_softmax(logits / T)
                 max_new_tokens=sampling.max_new_tokens,
                 eos_token_id=list(self.end_ids),
                 suppress_tokens=self.suppressed,
                 pad_token_id=self.pad_id,
-                logits_processor=LogitsProcessorList([constraint]) if constraint is not None else None,
+                logits_processor=LogitsProcessorList(processors) if processors else None,
                 output_logits=True,
                 return_dict_in_generate=True,
             )

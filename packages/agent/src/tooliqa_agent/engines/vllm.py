@@ -278,7 +278,7 @@ class VLLMEngine:
             if images:
                 prompt["multi_modal_data"] = {"image": [tensor_to_pil(image) for image in images]}
             prompts.append(prompt)
-            seed = sampling.seed + self.seed_offset + index
+            seed = request.seed if request.seed is not None else sampling.seed + self.seed_offset + index
             params.append(self._params(request, sampling, seed, min(room, sampling.max_new_tokens)))
             rows.append(index)
         self.seed_offset += len(requests)
