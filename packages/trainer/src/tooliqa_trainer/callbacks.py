@@ -7,11 +7,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from tooliqa_trainer.tool_report import call_selectivity, draw_curves, tool_breakdown
 
-__all__ = ["ToolReport", "TorchThreads"]
+__all__ = ["StepProgressBar", "ToolReport", "TorchThreads"]
 
 
 class TorchThreads(L.Callback):
@@ -34,6 +35,30 @@ class TorchThreads(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         torch.set_num_threads(self.threads)
+
+
+class StepProgressBar(RichProgressBar):
+    """The training bar counts optimizer steps out of ``max_steps`` ("step 40/120"), not batches of an unbounded
+    epoch (Lightning's "Epoch 0/-2": a step-bounded run has ``max_epochs = -1``; one batch is ``ppo_epochs ×
+    minibatches`` steps); no logger version number beside the metrics."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        max_steps = self.trainer.max_steps
+        return max_steps if max_steps > 0 else super().total_train_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return "step"
+
+    def _update(self, progress_bar_id, current: int, visible: bool = True, hard: bool = False) -> None:
+        if progress_bar_id is not None and progress_bar_id == self.train_progress_bar_id:
+            current = self.trainer.global_step
+        super()._update(progress_bar_id, current, visible, hard)
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 class ToolReport(L.Callback):
