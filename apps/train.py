@@ -18,6 +18,10 @@ import sys
 
 def main(args: list[str] | None = None, run: bool = True):
     """Parse ``args`` (default: the command line), build model/data/trainer, and run the subcommand when ``run``."""
+    from tooliqa_trainer.cli_front import check
+
+    if run:  # --help and the argument errors the front can see, in well under a second (before Lightning loads)
+        check(sys.argv[1:] if args is None else args)
     from tooliqa_trainer.cli import make_cli
     from tooliqa_trainer.errors import UsageError
 

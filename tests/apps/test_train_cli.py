@@ -1,0 +1,113 @@
+"""apps/train.py as a user runs it: fit, resume with ``--ckpt_path last``, rerun from the run's own config.yaml, the
+mistakes it refuses in one line, and a front that answers ``--help`` and typos before Lightning loads (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.apps.test_configs import CONFIGS, ROOT, _train_app
+
+DEBUG = ["--config", str(CONFIGS / "debug_cpu.yaml"), "--trainer.val_check_interval", "1"]
+
+
+def _fit(root: Path, *extra: str):
+    sys.argv = ["train.py"]  # the CLI must not see pytest's own arguments
+    return _train_app().main(["fit", *DEBUG, "--trainer.default_root_dir", str(root), *extra])
+
+
+def _step(checkpoint: Path) -> int:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
+
+
+def test_fit_resumes_with_ckpt_path_last_and_reruns_from_its_config(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the debug config builds its tiny kit and data under ./runs
+    run = tmp_path / "run"
+    cli = _fit(run, "--trainer.max_steps", "2")
+    last = run / "checkpoints" / "last.ckpt"  # a stable folder, not the logger's version_N
+    assert _step(last) == 2
+    assert cli.trainer.progress_bar_callback.total_train_batches == 2  # the bar counts steps of max_steps
+
+    with pytest.raises(SystemExit, match="already holds a run"):  # a fresh fit would overwrite it
+        _fit(run, "--trainer.max_steps", "2")
+
+    _fit(run, "--ckpt_path", "last", "--trainer.max_steps", "3")
+    assert _step(last) == 3
+
+    with pytest.raises(SystemExit, match=r"model\.grpo\.loss: 'gspo' in the checkpoint, 'grpo' now"):
+        _fit(run, "--ckpt_path", "last", "--trainer.max_steps", "4", "--model.grpo.loss", "grpo")
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["ckpt_path"] is None and saved["trainer"]["max_steps"] == 3
+    sys.argv = ["train.py"]
+    again = tmp_path / "again"
+    _train_app().main(["fit", "--config", str(run / "config.yaml"), "--trainer.default_root_dir", str(again)])
+    assert _step(again / "checkpoints" / "last.ckpt") == 3
+
+
+def test_resume_mistakes_are_one_line_errors(tmp_path):
+    from tooliqa_trainer.cli import check_resume
+    from tooliqa_trainer.errors import UsageError
+
+    with pytest.raises(UsageError, match="no .*last.ckpt to resume"):
+        check_resume(tmp_path, "last", model=None)
+    with pytest.raises(UsageError, match="nope.ckpt: no such file"):
+        check_resume(tmp_path, "nope.ckpt", model=None)
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    with pytest.raises(UsageError, match="already holds a run .*hf"):  # another run's export is not overwritten
+        check_resume(tmp_path, None, model=None)
+
+
+def test_front_snapshot_is_the_real_parser():
+    """cli_snapshot.json (what --help prints and which options exist) equals what the real parser says; after a
+    change to a config field: python -m tooliqa_trainer.cli_front --write apps/train.py"""
+    from tooliqa_trainer.cli_front import SNAPSHOT, _description, snapshot
+
+    assert snapshot(_description(ROOT / "apps" / "train.py")) == json.loads(SNAPSHOT.read_text()), (
+        "stale cli_snapshot.json: run python -m tooliqa_trainer.cli_front --write apps/train.py"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        (["--help"], 0, "python apps/train.py fit --config configs/demo.yaml"),
+        (["fit", "--help"], 0, "--trainer.max_steps"),
+        (["fit", "--trainer.max_step", "4"], 2, "unknown option --trainer.max_step (did you mean --trainer.max_steps"),
+        (["test"], 2, "unknown subcommand 'test'; choose one of: fit, validate"),
+        (["fit", "--config", "configs/nope.yaml"], 2, "--config configs/nope.yaml: no such file"),
+    ],
+)
+def test_help_and_argument_errors_answer_within_3_s(args, code, expected):
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "apps/train.py", *args], cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    assert done.returncode == code, done.stderr
+    assert expected in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert seconds <= 3.0, f"{args}: {seconds:.1f} s"
+
+
+def test_print_config_is_yaml_only_and_silent():
+    """No DeepSpeed "Setting accelerator to CPU" line in front of the YAML, no JsonargparseWarning (the rubric's
+    lines serialize), and the output parses back as the config."""
+    done = subprocess.run(
+        [sys.executable, "apps/train.py", "fit", "--config", "configs/tooliqa.yaml", "--print_config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("# lightning.pytorch=="), done.stdout[:200]
+    assert "Warning" not in done.stderr, done.stderr
+    config = yaml.safe_load(done.stdout)
+    rubric = config["model"]["rollout"]["protocol"]["grammar"]["rubric"]
+    assert rubric[0] == {"name": "Sharpness", "levels": ["Low", "Medium", "High"]}
