@@ -3,6 +3,7 @@ mistakes it refuses in one line, and a front that answers ``--help`` and typos b
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from tests.apps.test_configs import CONFIGS, ROOT, _train_app
 
@@ -30,9 +32,14 @@ def _step(checkpoint: Path) -> int:
 def test_fit_resumes_with_ckpt_path_last_and_reruns_from_its_config(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # the debug config builds its tiny kit and data under ./runs
     run = tmp_path / "run"
-    cli = _fit(run, "--trainer.max_steps", "2")
+    cli = _fit(run, "--trainer.max_steps", "2", "--trainer.num_sanity_val_steps", "-1")
     last = run / "checkpoints" / "last.ckpt"  # a stable folder, not the logger's version_N
     assert _step(last) == 2
+    metrics = list(csv.DictReader((tmp_path / "runs/debug/csv/version_0/metrics.csv").open()))
+    # the step-0 held-out pass is logged, and each pass at the step the console prints (not one less)
+    assert [int(row["step"]) for row in metrics if row.get("val/srcc")] == [0, 1, 2]
+    with Image.open(run / "curves.png") as curves:  # every run folder: SRCC/PLCC, ρ and the reward parts
+        assert curves.size[0] == 3 * 4.5 * 110
     assert cli.trainer.progress_bar_callback.total_train_batches == 2  # the bar counts steps of max_steps
 
     with pytest.raises(SystemExit, match="already holds a run"):  # a fresh fit would overwrite it
@@ -40,6 +47,9 @@ def test_fit_resumes_with_ckpt_path_last_and_reruns_from_its_config(monkeypatch,
 
     _fit(run, "--ckpt_path", "last", "--trainer.max_steps", "3")
     assert _step(last) == 3
+    callbacks = torch.load(last, map_location="cpu", weights_only=True)["callbacks"]
+    report = next(state for key, state in callbacks.items() if key.startswith("ToolReport"))
+    assert [point[0] for point in report["held_out"]] == [0, 1, 2, 3]  # the resumed run's curves start at step 0
 
     with pytest.raises(SystemExit, match=r"model\.grpo\.loss: 'gspo' in the checkpoint, 'grpo' now"):
         _fit(run, "--ckpt_path", "last", "--trainer.max_steps", "4", "--model.grpo.loss", "grpo")

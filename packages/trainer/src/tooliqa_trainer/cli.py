@@ -28,7 +28,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from tooliqa_trainer.callbacks import StepProgressBar
+from tooliqa_trainer.callbacks import StepProgressBar, ToolReport
 from tooliqa_trainer.cli_front import PROG
 from tooliqa_trainer.datamodule import IQADataModule
 from tooliqa_trainer.errors import UsageError
@@ -86,6 +86,8 @@ class TrainCLI(LightningCLI):
             isinstance(c, ProgressBar) for c in [*user, *callbacks]
         ):
             callbacks = [*callbacks, StepProgressBar()]
+        if not any(isinstance(c, ToolReport) for c in [*user, *callbacks]):
+            callbacks = [*callbacks, ToolReport()]  # every run folder gets its curves.png and tools.md
         trainer = super()._instantiate_trainer(config, callbacks)
         for checkpoint in trainer.checkpoint_callbacks:
             if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath is None:
