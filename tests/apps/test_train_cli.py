@@ -76,13 +76,15 @@ def test_resume_mistakes_are_one_line_errors(tmp_path):
         check_resume(tmp_path, None, model=None)
 
 
-def test_front_snapshot_is_the_real_parser():
-    """cli_snapshot.json (what --help prints and which options exist) equals what the real parser says; after a
-    change to a config field: python -m tooliqa_trainer.cli_front --write apps/train.py"""
-    from tooliqa_trainer.cli_front import SNAPSHOT, _description, snapshot
+@pytest.mark.parametrize("app", ["train", "score"])
+def test_front_snapshot_is_the_real_parser(app):
+    """cli_<app>.json (what --help prints and which options exist) equals what the real parser says; after a change
+    to a config field or an app's docstring: python -m tooliqa_trainer.cli_front --write"""
+    from tooliqa_trainer.cli_front import app_description, snapshot, snapshot_path
 
-    assert snapshot(_description(ROOT / "apps" / "train.py")) == json.loads(SNAPSHOT.read_text()), (
-        "stale cli_snapshot.json: run python -m tooliqa_trainer.cli_front --write apps/train.py"
+    live = snapshot(app, app_description(ROOT / "apps" / f"{app}.py"))
+    assert live == json.loads(snapshot_path(app).read_text()), (
+        "stale snapshot: run python -m tooliqa_trainer.cli_front --write (from the repository root)"
     )
 
 

@@ -28,7 +28,7 @@ _EXPORTS = {
     "tooliqa_trainer.module": ("GRPOModule",),
     "tooliqa_trainer.readout": ("READOUTS", "Readout"),
     "tooliqa_trainer.schedule": ("LR_SCHEDULES", "PiecewiseConstant"),
-    "tooliqa_trainer.score": ("ScoredImage", "score_images"),
+    "tooliqa_trainer.score": ("ScoreJob", "ScoredImage", "score_images"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

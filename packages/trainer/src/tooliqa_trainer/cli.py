@@ -14,7 +14,6 @@ export); resuming with settings other than the checkpoint's is refused, naming t
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -23,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from tooliqa_trainer.callbacks import StepProgressBar, ToolReport
-from tooliqa_trainer.cli_front import PROG
+from tooliqa_trainer.cli_front import PROGS
+from tooliqa_trainer.cli_help import HelpFormatter
 from tooliqa_trainer.datamodule import IQADataModule
 from tooliqa_trainer.errors import UsageError
 from tooliqa_trainer.module import GRPOModule, _plain
@@ -170,10 +169,6 @@ def quiet_console() -> None:
     warnings.filterwarnings("ignore", message=r".*Your `IterableDataset` has `__len__` defined.*")
 
 
-class HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """jsonargparse's help, with the description's lines (apps/train.py's example commands) kept as written."""
-
-
 def make_cli(args: list[str] | None, run: bool, description: str | None) -> TrainCLI:
     """Build (and with ``run`` execute) the CLI over ``args`` (default: the command line)."""
     quiet_console()
@@ -187,7 +182,7 @@ def make_cli(args: list[str] | None, run: bool, description: str | None) -> Trai
         save_config_kwargs={"save_to_log_dir": False},
         # allow_abbrev=False: argparse's default took --trainer.max_step for --trainer.max_steps without a word
         parser_kwargs={
-            "prog": PROG,
+            "prog": PROGS["train"],
             "formatter_class": HelpFormatter,
             "description": description,
             "allow_abbrev": False,

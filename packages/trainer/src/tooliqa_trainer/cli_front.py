@@ -1,11 +1,13 @@
-"""The fast front of ``apps/train.py``: ``--help`` and the argument errors it can see, answered before Lightning loads.
+"""The fast front of ``apps/train.py`` and ``apps/score.py``: ``--help`` and the argument errors it can see, answered
+before torch and Lightning load.
 
-Why: building the real parser needs Lightning, ≈ 17 s to import on a busy 2-core box, so every ``--help`` and typo
-waited 25 s. The front reads ``cli_snapshot.json`` — the real parser's help texts and option names, written by
-``python -m tooliqa_trainer.cli_front --write`` and kept equal to the real parser by a test — and answers:
+Why: building the real parsers needs the config classes, and with them torch (≈ 5 s) and Lightning (≈ 17 s to import
+on a busy 2-core box), so every ``--help`` and typo waited 25 s. The front reads a snapshot per app
+(``cli_<app>.json``: the real parser's help texts and option names, written by ``python -m
+tooliqa_trainer.cli_front --write`` and kept equal to the real parsers by a test) and answers:
 
 * ``-h`` / ``--help`` at any level (the snapshot's text);
-* a missing or unknown subcommand (``test`` / ``predict`` are not offered: the policy has no such steps);
+* a missing or unknown subcommand (``train``: ``test`` / ``predict`` are not offered, the policy has no such steps);
 * an unknown option, abbreviations included (``--trainer.max_step``), with the nearest names;
 * a ``--config`` file that does not exist.
 
@@ -20,20 +22,30 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["SNAPSHOT", "check", "snapshot"]
+__all__ = ["PROGS", "check", "snapshot", "snapshot_path"]
 
-SNAPSHOT = Path(__file__).with_name("cli_snapshot.json")
-PROG = "train.py"
-"""The program name in usage lines (the same however the app is launched, so the snapshot is stable)."""
+PROGS = {"train": "train.py", "score": "score.py"}
+"""Each app's program name in usage lines (fixed, so the snapshot does not depend on how the app was launched)."""
 HELP_WIDTH = 120
 """Columns the help is formatted to (argparse reads ``COLUMNS``)."""
 
 
-def check(argv: list[str], snapshot_path: Path = SNAPSHOT) -> None:
+def snapshot_path(app: str) -> Path:
+    """Where the app's snapshot lives (beside this module, shipped with the package)."""
+    return Path(__file__).with_name(f"cli_{app}.json")
+
+
+def check(argv: list[str], app: str) -> None:
     """Print help and exit 0, or print a one-line error and exit 2, or return when the full parser must decide."""
-    snap = json.loads(snapshot_path.read_text())
-    subcommands = list(snap["help"])[1:]
-    choose = f"choose one of: {', '.join(subcommands)} (e.g. {PROG} fit --config configs/demo.yaml)"
+    snap = json.loads(snapshot_path(app).read_text())
+    prog = PROGS[app]
+    subcommands = [name for name in snap["help"] if name]
+    if not subcommands:  # one parser (score.py): options and positionals
+        if any(token in ("-h", "--help") for token in argv):
+            _exit(snap["help"][""], 0)
+        _check_options(argv, snap["options"][""], prog)
+        return
+    choose = f"choose one of: {', '.join(subcommands)} (e.g. {prog} fit --config configs/demo.yaml)"
     if not argv or argv[0] in ("-h", "--help"):
         if argv:
             _exit(snap["help"][""], 0)
@@ -43,30 +55,35 @@ def check(argv: list[str], snapshot_path: Path = SNAPSHOT) -> None:
         return  # an option of the main parser (e.g. --config before the subcommand): the full parser's business
     if command not in subcommands:
         _exit(f"error: unknown subcommand {command!r}; {choose}", 2)
-    options = snap["options"][command]
+    if any(token in ("-h", "--help") for token in rest):
+        _exit(snap["help"][command], 0)
+    _check_options(rest, snap["options"][command], f"{prog} {command}")
+
+
+def _check_options(tokens: list[str], options: list[str], prog: str) -> None:
     known = set(options)
     # keys whose value is a class (callbacks, logger, strategy, …) take init_args the snapshot cannot list
     open_keys = [o for o in options if not any(p.startswith(o + ".") for p in options)]
     expects_file = False
-    for token in rest:
+    for token in tokens:
         if expects_file:
             expects_file = False
             if not Path(token).is_file():
                 _exit(f"error: --config {token}: no such file", 2)
             continue
-        if token in ("-h", "--help"):
-            _exit(snap["help"][command], 0)
         if not token.startswith("--"):
             expects_file = token == "-c"
             continue
         name = token.split("=", 1)[0]
         if name == "--config" and "=" not in token:
             expects_file = True
+        elif name == "--config" and not Path(token.split("=", 1)[1]).is_file():
+            _exit(f"error: {token}: no such file", 2)
         if name in known or name.rstrip("+") in known or any(name.startswith(o + ".") for o in open_keys):
             continue
         near = difflib.get_close_matches(name, options, n=2, cutoff=0.75)
         hint = f" (did you mean {' or '.join(near)}?)" if near else ""
-        _exit(f"error: unknown option {name}{hint}; the options: {PROG} {command} --help", 2)
+        _exit(f"error: unknown option {name}{hint}; the options: {prog} --help", 2)
 
 
 def _exit(text: str, code: int) -> None:
@@ -74,11 +91,35 @@ def _exit(text: str, code: int) -> None:
     sys.exit(code)
 
 
-def snapshot(description: str | None) -> dict:
-    """The real parser's help texts (main and per subcommand) and option names, as ``cli_snapshot.json`` holds them.
-    Imports Lightning."""
+def snapshot(app: str, description: str | None) -> dict:
+    """The real parser's help texts (main and per subcommand) and option names, as ``cli_<app>.json`` holds them.
+    Imports the app's dependencies (Lightning for ``train``)."""
     import os
 
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(HELP_WIDTH)
+    try:
+        parsers = _parsers(app, description)
+        helps = {name: parser.format_help() for name, parser in parsers.items()}
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS")
+        else:
+            os.environ["COLUMNS"] = columns
+    options = {
+        name: sorted({o for action in parser._actions for o in action.option_strings if o.startswith("--")})
+        for name, parser in parsers.items()
+        if name or len(parsers) == 1
+    }
+    return {"help": helps, "options": options}
+
+
+def _parsers(app: str, description: str | None) -> dict:
+    """``{"": main parser, subcommand: its parser, …}``."""
+    if app == "score":
+        from tooliqa_trainer.score import build_parser
+
+        return {"": build_parser(description)}
     from tooliqa_trainer.cli import TrainCLI, make_cli
 
     class _Built(Exception):
@@ -87,8 +128,6 @@ def snapshot(description: str | None) -> dict:
     def stop(self, parser, args):  # the parser is built; parsing would run the CLI
         raise _Built(self)
 
-    columns = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = str(HELP_WIDTH)
     original = TrainCLI.parse_arguments
     TrainCLI.parse_arguments = stop
     try:
@@ -96,31 +135,22 @@ def snapshot(description: str | None) -> dict:
         raise AssertionError("TrainCLI did not build its parser")
     except _Built as built:
         cli = built.args[0]
-        parsers = {"": cli.parser, **cli._subcommand_parsers}
-        helps = {name: parser.format_help() for name, parser in parsers.items()}
+        return {"": cli.parser, **cli._subcommand_parsers}
     finally:
         TrainCLI.parse_arguments = original
-        if columns is None:
-            os.environ.pop("COLUMNS")
-        else:
-            os.environ["COLUMNS"] = columns
-    options = {
-        name: sorted({o for action in parser._actions for o in action.option_strings if o.startswith("--")})
-        for name, parser in parsers.items()
-        if name
-    }
-    return {"help": helps, "options": options}
 
 
-def _description(app: Path) -> str | None:
+def app_description(path: Path) -> str | None:
+    """An app's module docstring (its ``--help`` description), read without running it."""
     import ast
 
-    return ast.get_docstring(ast.parse(app.read_text()), clean=False)
+    return ast.get_docstring(ast.parse(path.read_text()), clean=False)
 
 
-if __name__ == "__main__":  # python -m tooliqa_trainer.cli_front --write [apps/train.py]
-    if sys.argv[1:2] != ["--write"]:
-        sys.exit("usage: python -m tooliqa_trainer.cli_front --write [apps/train.py]")
-    app = Path(sys.argv[2] if len(sys.argv) > 2 else "apps/train.py")
-    SNAPSHOT.write_text(json.dumps(snapshot(_description(app)), indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {SNAPSHOT}")
+if __name__ == "__main__":  # python -m tooliqa_trainer.cli_front --write   (from the repository root)
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python -m tooliqa_trainer.cli_front --write   (from the repository root)")
+    for name in PROGS:
+        text = snapshot(name, app_description(Path("apps") / f"{name}.py"))
+        snapshot_path(name).write_text(json.dumps(text, indent=1, ensure_ascii=False) + "\n")
+        print(f"wrote {snapshot_path(name)}")
