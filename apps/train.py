@@ -21,7 +21,7 @@ def main(args: list[str] | None = None, run: bool = True):
     from tooliqa_trainer.cli_front import check
 
     if run:  # --help and the argument errors the front can see, in well under a second (before Lightning loads)
-        check(sys.argv[1:] if args is None else args)
+        check(sys.argv[1:] if args is None else args, "train")
     from tooliqa_trainer.cli import make_cli
     from tooliqa_trainer.errors import UsageError
 
