@@ -22,12 +22,13 @@ def main(args: list[str] | None = None, run: bool = True):
 
     if run:  # --help and the argument errors the front can see, in well under a second (before Lightning loads)
         check(sys.argv[1:] if args is None else args, "train")
+    from tooliqa_data import LabelError
     from tooliqa_trainer.cli import make_cli
     from tooliqa_trainer.errors import UsageError
 
     try:
         return make_cli(args, run, __doc__)
-    except UsageError as error:
+    except (UsageError, LabelError) as error:  # a wrong folder or label file: one line, no traceback
         sys.exit(f"error: {error}")
 
 

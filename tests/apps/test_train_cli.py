@@ -62,6 +62,13 @@ def test_fit_resumes_with_ckpt_path_last_and_reruns_from_its_config(monkeypatch,
     assert _step(again / "checkpoints" / "last.ckpt") == 3
 
 
+def test_a_missing_data_folder_is_one_line_naming_its_key(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    spec = '[{"name": "csv", "root": "/data/nope"}]'
+    with pytest.raises(SystemExit, match=r"data\.train\[0\]\.root: /data/nope: no such folder"):
+        _fit(tmp_path / "run", "--data.synthetic", "null", "--data.train", spec, "--data.val", spec)
+
+
 def test_resume_mistakes_are_one_line_errors(tmp_path):
     from tooliqa_trainer.cli import check_resume
     from tooliqa_trainer.errors import UsageError

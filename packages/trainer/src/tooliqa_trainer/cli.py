@@ -33,7 +33,7 @@ from tooliqa_trainer.datamodule import IQADataModule
 from tooliqa_trainer.errors import UsageError
 from tooliqa_trainer.module import GRPOModule, _plain
 
-__all__ = ["CHECKPOINTS", "CONFIG", "SaveRunConfig", "TrainCLI", "check_resume", "rollout_batches"]
+__all__ = ["CHECKPOINTS", "CONFIG", "SaveRunConfig", "TrainCLI", "check_data", "check_resume", "rollout_batches"]
 
 CHECKPOINTS = "checkpoints"
 """Sub-folder of the run folder where ``ModelCheckpoint`` callbacks without a ``dirpath`` write."""
@@ -95,8 +95,12 @@ class TrainCLI(LightningCLI):
         return trainer
 
     def before_fit(self) -> None:
+        check_data(self.datamodule)
         config = self.config_init[self.subcommand]
         config["ckpt_path"] = check_resume(self.trainer.default_root_dir, config.get("ckpt_path"), self.model)
+
+    def before_validate(self) -> None:
+        check_data(self.datamodule)
 
     def after_fit(self) -> None:
         if not self.trainer.is_global_zero:
@@ -105,6 +109,19 @@ class TrainCLI(LightningCLI):
         names = [CHECKPOINTS, CONFIG, "hf", "tools.md", "curves.png"]
         present = [f"{n}/" if (root / n).is_dir() else n for n in names if (root / n).exists()]
         print(f"run folder {root}: {', '.join(present)}")
+
+
+def check_data(data: IQADataModule) -> None:
+    """Refuse a dataset folder or label file that does not exist, naming its config key (before any weights load)."""
+    for key, specs in (("train", data.train_specs), ("val", data.val_specs)):
+        for index, spec in enumerate(specs):
+            where = f"data.{key}[{index}]"
+            if not Path(spec.root).is_dir():
+                raise UsageError(
+                    f"{where}.root: {spec.root}: no such folder; fix the path in the config or --data.{key}"
+                )
+            if spec.labels is not None and not Path(spec.labels).is_file():
+                raise UsageError(f"{where}.labels: {spec.labels}: no such file")
 
 
 def check_resume(root: str | os.PathLike, ckpt_path: str | None, model: GRPOModule) -> str | None:
