@@ -101,6 +101,8 @@ class ToolReport(L.Callback):
 
     @rank_zero_only
     def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn != "fit":  # a `validate` run on a run folder must not redraw its training curves
+            return
         results = getattr(pl_module, "held_out", [])
         if results:
             last = results[-1]
