@@ -15,7 +15,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.apps.test_configs import CONFIGS, ROOT, _train_app
+from .test_configs import CONFIGS, DEMO_OVERLAYS, OVERLAYS, ROOT, STANDALONE, _cli, _train_app
 
 DEBUG = ["--config", str(CONFIGS / "debug_cpu.yaml"), "--trainer.val_check_interval", "1"]
 
@@ -60,6 +60,26 @@ def test_fit_resumes_with_ckpt_path_last_and_reruns_from_its_config(monkeypatch,
     again = tmp_path / "again"
     _train_app().main(["fit", "--config", str(run / "config.yaml"), "--trainer.default_root_dir", str(again)])
     assert _step(again / "checkpoints" / "last.ckpt") == 3
+
+
+@pytest.mark.parametrize(
+    "configs",
+    [(p,) for p in STANDALONE]
+    + [(CONFIGS / "tooliqa.yaml", p) for p in OVERLAYS]
+    + [(CONFIGS / "demo.yaml", p) for p in DEMO_OVERLAYS],
+    ids=lambda c: "+".join(p.name for p in c),
+)
+def test_every_shipped_config_saves_a_config_that_parses_back(configs, monkeypatch, tmp_path):
+    """What SaveRunConfig writes (and --ckpt_path / --config <run>/config.yaml read back) is the same run: the
+    rubric's lines used to be written as "Unable to serialize instance RubricAttribute(...)"."""
+    from tooliqa_trainer.module import _plain
+
+    monkeypatch.chdir(tmp_path)
+    cli = _cli(*configs)
+    saved = tmp_path / "config.yaml"
+    cli.parser.save(cli.config, saved, skip_none=False)
+    again = _cli(saved)
+    assert _plain(dict(again.model.hparams)) == _plain(dict(cli.model.hparams))
 
 
 def test_a_missing_data_folder_is_one_line_naming_its_key(monkeypatch, tmp_path):
