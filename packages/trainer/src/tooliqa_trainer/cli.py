@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import set_parsing_settings
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -189,6 +190,8 @@ def quiet_console() -> None:
 def make_cli(args: list[str] | None, run: bool, description: str | None) -> TrainCLI:
     """Build (and with ``run`` execute) the CLI over ``args`` (default: the command line)."""
     quiet_console()
+    # each config field's docstring is its --help text (jsonargparse reads attribute docstrings only when told)
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
     return TrainCLI(
         GRPOModule,
         IQADataModule,
