@@ -32,6 +32,7 @@ from tooliqa_trainer.cli_front import PROGS
 from tooliqa_trainer.cli_help import HelpFormatter
 from tooliqa_trainer.datamodule import IQADataModule
 from tooliqa_trainer.errors import UsageError
+from tooliqa_trainer.export import ExportHF
 from tooliqa_trainer.module import GRPOModule, _plain
 
 __all__ = ["CHECKPOINTS", "CONFIG", "SaveRunConfig", "TrainCLI", "check_data", "check_resume", "rollout_batches"]
@@ -110,6 +111,10 @@ class TrainCLI(LightningCLI):
         names = [CHECKPOINTS, CONFIG, "hf", "tools.md", "curves.png"]
         present = [f"{n}/" if (root / n).is_dir() else n for n in names if (root / n).exists()]
         print(f"run folder {root}: {', '.join(present)}")
+        for export in (c for c in self.trainer.callbacks if isinstance(c, ExportHF)):  # the last line: the model
+            print(
+                f"exported model: {export.target(self.trainer)} (score with apps/score.py --ckpt, evaluate with apps/eval.py --ckpt)"
+            )
 
 
 def check_data(data: IQADataModule) -> None:
