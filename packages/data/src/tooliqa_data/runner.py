@@ -330,6 +330,7 @@ def _summarize(
             scatter_plot(out_dir / f"scatter_{safe_name(summary.name)}.png", summary, by_dataset[summary.name])
     if config.report_samples:
         title = f"Tool-IQA evaluation: {metadata.model or 'model'}"
-        write_report(out_dir / "report.html", out_dir, rows, summaries, keys, title, config.max_side)
+        samples = int((metadata.settings or {}).get("samples") or 1)
+        write_report(out_dir / "report.html", out_dir, rows, summaries, keys, title, config.max_side, samples)
     mean_srcc, mean_plcc, _ = average(summaries)
     return EvalResult(out_dir, summaries, mean_srcc, mean_plcc, tools, speeds, assessed, skipped)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from tooliqa_trainer.tool_report import call_selectivity, draw_curves, tool_breakdown
+from tooliqa_trainer.tool_report import REWARD_PARTS, call_selectivity, draw_curves, tool_breakdown
 
-__all__ = ["ToolReport", "TorchThreads"]
+__all__ = ["StepProgressBar", "ToolReport", "TorchThreads"]
 
 
 class TorchThreads(L.Callback):
@@ -36,10 +37,35 @@ class TorchThreads(L.Callback):
         torch.set_num_threads(self.threads)
 
 
+class StepProgressBar(RichProgressBar):
+    """The training bar counts optimizer steps out of ``max_steps`` ("step 40/120"), not batches of an unbounded
+    epoch (Lightning's "Epoch 0/-2": a step-bounded run has ``max_epochs = -1``; one batch is ``ppo_epochs ×
+    minibatches`` steps); no logger version number beside the metrics."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        max_steps = self.trainer.max_steps
+        return max_steps if max_steps > 0 else super().total_train_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return "step"
+
+    def _update(self, progress_bar_id, current: int, visible: bool = True, hard: bool = False) -> None:
+        if progress_bar_id is not None and progress_bar_id == self.train_progress_bar_id:
+            current = self.trainer.global_step
+        super()._update(progress_bar_id, current, visible, hard)
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
 class ToolReport(L.Callback):
-    """Writes what the tools did: ``curves.png`` (held-out SRCC / PLCC and the batch tool rate ρ with the BATE band,
-    redrawn after every validation) and, at the end, ``tools.md`` (paper Table 6 per subset, and how selective the
-    calls were) in the run folder, and prints the table."""
+    """Writes what the run did, in the run folder: ``curves.png`` (held-out SRCC / PLCC, the batch tool rate ρ with
+    the BATE band, and the batch-mean reward parts, vs step; redrawn after every validation, the step-0 pass
+    included, and continued across a resume) and, at the end, ``tools.md`` (paper Table 6 per subset, and how
+    selective the calls were), and prints the table. ``apps/train.py`` adds it to every run."""
 
     def __init__(self, out_dir: str | None = None) -> None:
         """
@@ -47,7 +73,19 @@ class ToolReport(L.Callback):
             out_dir: where the files go; None = the trainer's ``default_root_dir``.
         """
         self.out_dir = out_dir
+        self.held_out: list[tuple[int, float, float]] = []
+        """``(step, SRCC, PLCC)`` of every held-out pass; kept here (and in checkpoints) so a resumed run's curves
+        start at step 0."""
         self.rho: list[tuple[int, float]] = []
+        self.rewards: dict[str, list[tuple[int, float]]] = {part: [] for part in REWARD_PARTS}
+
+    def state_dict(self) -> dict:
+        return {"held_out": self.held_out, "rho": self.rho, "rewards": self.rewards}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.held_out = [tuple(point) for point in state_dict.get("held_out", [])]
+        self.rho = [tuple(point) for point in state_dict.get("rho", [])]
+        self.rewards = {part: [tuple(p) for p in points] for part, points in state_dict.get("rewards", {}).items()}
 
     def _folder(self, trainer: L.Trainer) -> Path:
         return Path(self.out_dir if self.out_dir is not None else trainer.default_root_dir)
@@ -56,16 +94,25 @@ class ToolReport(L.Callback):
         rho = trainer.callback_metrics.get("train/reward/rho")
         if rho is not None:
             self.rho.append((trainer.global_step, float(rho)))
+        for part, points in self.rewards.items():
+            value = trainer.callback_metrics.get(f"train/reward/mean_{part}")
+            if value is not None:
+                points.append((trainer.global_step, float(value)))
 
     @rank_zero_only
     def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn != "fit":  # a `validate` run on a run folder must not redraw its training curves
+            return
+        results = getattr(pl_module, "held_out", [])
+        if results:
+            last = results[-1]
+            self.held_out = [p for p in self.held_out if p[0] != last.step] + [(last.step, last.srcc, last.plcc)]
         self._draw(trainer, pl_module)
 
     def _draw(self, trainer, pl_module) -> Path:
-        held_out = [(r.step, r.srcc, r.plcc) for r in getattr(pl_module, "held_out", [])]
         bate = pl_module.reward_config.bate
         band, target = (bate.band_low, bate.band_high), bate.target_rate
-        return draw_curves(self._folder(trainer) / "curves.png", held_out, self.rho, band, target)
+        return draw_curves(self._folder(trainer) / "curves.png", self.held_out, self.rho, band, target, self.rewards)
 
     @rank_zero_only
     def on_fit_end(self, trainer, pl_module) -> None:

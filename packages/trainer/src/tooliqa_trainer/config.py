@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from jsonargparse.typing import register_type
+
+from tooliqa_agent.grammar import RubricAttribute
 from tooliqa_agent.protocol import ProtocolConfig
 from tooliqa_agent.tiny_model import TinyModelConfig
 from tooliqa_agent.types import EngineConfig, SamplingConfig
@@ -170,3 +173,20 @@ class ValidationConfig:
     labelled: e.g. the probability-weighted score beside the paper's written one."""
     failure_score: float = 3.0
     """Score given to a parse failure when computing SRCC/PLCC (the middle of [1, 5]); failures are also counted."""
+
+
+def _rubric_to_dict(attribute: RubricAttribute) -> dict:
+    return {"name": attribute.name, "levels": list(attribute.levels)}
+
+
+def _rubric_from_dict(value) -> RubricAttribute:
+    if isinstance(value, RubricAttribute):
+        return value
+    if not isinstance(value, dict) or set(value) != {"name", "levels"}:
+        raise ValueError(f"a rubric line is {{name: ..., levels: [...]}}, got {value!r}")
+    return RubricAttribute(str(value["name"]), tuple(str(level) for level in value["levels"]))
+
+
+# jsonargparse cannot write a dataclass nested in a tuple (GrammarConfig.rubric): without this, every run warned 5
+# times and saved a config.yaml that did not parse back, so `fit --ckpt_path` and `--config <run>/config.yaml` failed.
+register_type(RubricAttribute, _rubric_to_dict, _rubric_from_dict)

@@ -71,6 +71,10 @@ class ExportHF(L.Callback):
         self.out_dir = out_dir
         self.merge_lora = merge_lora
 
+    def target(self, trainer: L.Trainer) -> Path:
+        """The export folder: ``out_dir``, or ``hf`` in the run's own folder."""
+        return Path(self.out_dir) if self.out_dir is not None else Path(trainer.default_root_dir) / "hf"
+
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         if getattr(pl_module, "zero3", None) is not None and not self.merge_lora:
             raise ValueError("ExportHF.merge_lora: export under ZeRO-3 saves merged weights only (set it to true)")
@@ -80,7 +84,6 @@ class ExportHF(L.Callback):
         # persistent and gathered parameters across devices
         zero3 = getattr(pl_module, "zero3", None) is not None
         if zero3 or trainer.is_global_zero:  # under ZeRO-3 every rank takes part in the gathers
-            target = self.out_dir if self.out_dir is not None else str(Path(trainer.default_root_dir) / "hf")
-            out = export_hf(pl_module.policy, pl_module.processor, target, self.merge_lora, zero3=zero3)
+            out = export_hf(pl_module.policy, pl_module.processor, self.target(trainer), self.merge_lora, zero3=zero3)
             rank_zero_info(f"exported the policy to {out} (loads with AutoModelForImageTextToText.from_pretrained)")
         trainer.strategy.barrier("export")  # no rank reads the directory before it is complete

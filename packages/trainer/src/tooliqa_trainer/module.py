@@ -370,11 +370,20 @@ class GRPOModule(L.LightningModule):
             pairs = [(dict(row.other_scores).get(name), row.mos) for row in rows]
             results.append(held_out_result(pairs, self.global_step, failure_score))
             summary += f"  | {name} readout: SRCC {results[-1].srcc:.3f}  PLCC {results[-1].plcc:.3f}"
-        if not self.trainer.sanity_checking:
-            self.log_dict(result.log("val"), rank_zero_only=True)
-            for name, results in self.held_out_also.items():
-                self.log_dict(results[-1].log(f"val_{name}"), rank_zero_only=True)
+        metrics = result.log("val")
+        for name, results in self.held_out_also.items():
+            metrics.update(results[-1].log(f"val_{name}"))
+        self._log_held_out(metrics)
         rank_zero_info(summary)
+
+    def _log_held_out(self, metrics: dict[str, float]) -> None:
+        """Log at the optimizer step the console prints, the step-0 pass included: Lightning's own step for
+        validation metrics is its batch counter (39 at step 40), and it drops what the sanity check logs."""
+        if self.trainer.is_global_zero:
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=self.global_step)
+        if not self.trainer.sanity_checking:
+            self.log_dict(metrics, logger=False, rank_zero_only=True)  # callback_metrics, e.g. a checkpoint monitor
 
     def _gather_rows(self, rows: list[ValidationRow]) -> list[ValidationRow]:
         if not torch.distributed.is_initialized():

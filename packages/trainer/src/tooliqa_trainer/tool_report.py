@@ -7,14 +7,14 @@ successfully. Everything here is plain Python over those rows, so tests build ro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tooliqa_agent.trajectory import Trajectory
 from tooliqa_data import plcc, srcc
 
-__all__ = ["ValidationRow", "call_selectivity", "calls_by_tool", "draw_curves", "tool_breakdown"]
+__all__ = ["REWARD_PARTS", "ValidationRow", "call_selectivity", "calls_by_tool", "draw_curves", "tool_breakdown"]
 
 TOOL_SUBSET = {"gamma_corrector": "exposure_hidden", "magnifier": "scale_hidden"}
 """The subset on which each tool is the right one (``tooliqa_data.hidden``)."""
@@ -86,19 +86,27 @@ def call_selectivity(rows: Sequence[ValidationRow]) -> dict[str, float]:
     return out
 
 
+REWARD_PARTS = ("total", "rank", "format", "bate")
+"""The reward parts ``curves.png`` plots (batch means, ``train/reward/mean_<part>``)."""
+
+
 def draw_curves(
     path: Path,
     held_out: Sequence[tuple[int, float, float]],
     rho: Sequence[tuple[int, float]],
     band: tuple[float, float] = (0.35, 0.65),
     target: float = 0.5,
+    rewards: Mapping[str, Sequence[tuple[int, float]]] | None = None,
 ) -> Path:
-    """Write a two-panel PNG: held-out SRCC / PLCC vs step, and the batch tool rate ρ vs step with the BATE band
-    shaded (paper Fig. 4). ``held_out``: ``(step, srcc, plcc)``; ``rho``: ``(step, ρ)``."""
+    """Write the run's curves as a PNG: held-out SRCC / PLCC vs step; the batch tool rate ρ vs step with the BATE
+    band shaded (paper Fig. 4); and, given ``rewards``, the batch-mean reward parts vs step.
+    ``held_out``: ``(step, srcc, plcc)``; ``rho``: ``(step, ρ)``; ``rewards``: part name → ``(step, mean)``."""
     from matplotlib.figure import Figure  # Agg through a bare Figure: headless, no pyplot state
 
-    figure = Figure(figsize=(9.0, 3.4), dpi=110)
-    left, right = figure.subplots(1, 2)
+    panels = 3 if rewards else 2
+    figure = Figure(figsize=(4.5 * panels, 3.4), dpi=110)
+    axes = figure.subplots(1, panels)
+    left, right = axes[0], axes[1]
     if held_out:
         steps = [s for s, _, _ in held_out]
         left.plot(steps, [v for _, v, _ in held_out], marker="o", label="SRCC")
@@ -110,12 +118,24 @@ def draw_curves(
     right.axhspan(*band, color="tab:green", alpha=0.15, label=f"BATE band [{band[0]:g}, {band[1]:g}]")
     right.axhline(target, color="tab:green", linewidth=0.8, linestyle="--", label=f"ρ̂ = {target:g}")
     if rho:
-        right.plot([s for s, _ in rho], [v for _, v in rho], linewidth=1.0, color="tab:blue", label="batch ρ")
+        right.plot(
+            [s for s, _ in rho], [v for _, v in rho], linewidth=1.0, marker=".", color="tab:blue", label="batch ρ"
+        )
     right.set_ylim(0, 1)
     right.set_xlabel("optimizer step")
     right.set_ylabel("tool-use rate ρ")
     right.set_title("batch tool-use rate", fontsize=10)
     right.legend(loc="upper right", fontsize=8)
+    if rewards:
+        parts = axes[2]
+        drawn = [(name, points) for name, points in rewards.items() if points]
+        for name, points in drawn:
+            parts.plot([s for s, _ in points], [v for _, v in points], linewidth=1.0, marker=".", label=name)
+        parts.set_xlabel("optimizer step")
+        parts.set_ylabel("batch-mean reward")
+        parts.set_title("reward parts", fontsize=10)
+        if drawn:  # none before the first training step (the step-0 held-out pass)
+            parts.legend(loc="best", fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
