@@ -1,9 +1,10 @@
-"""Two real ranks on the CPU (gloo), started the way a multi-node launcher starts them (torchrun's environment, no
-Lightning spawning), against the same run on one rank with the whole batch: rewards ranked over the global batch,
-advantages, weights after every step, disjoint data shards, resume, validation exactly once, rank-0 checkpoints,
-export and logs. Under DDP (launched as 2 nodes × 1 process) and DeepSpeed ZeRO-2 (1 node × 2 processes).
+"""Two real ranks on the CPU (gloo), started the way a multi-node launcher starts them (torchrun's environment, two
+"nodes" of one process each, no Lightning spawning), against the same run on one rank with the whole batch: rewards
+ranked over the global batch, advantages, weights after every step, disjoint data shards, resume, validation exactly
+once, rank-0 checkpoints, export and logs — under DDP, DeepSpeed ZeRO-2 and (equivalence of one step) ZeRO-3.
 
-Marked ``ranks``: ``pytest -m ranks`` runs them alone; CI runs them too (≈ 60-90 s on the 2-core machine)."""
+One launch runs the three strategies in turn in the same two processes (``import lightning`` costs ~15 s a process);
+the one-rank reference runs in this process meanwhile. Marked ``ranks``: ``pytest -m ranks`` runs them alone."""
 
 from __future__ import annotations
 
@@ -20,10 +21,16 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.ranks
+pytest.importorskip("deepspeed", reason="deepspeed is in the dev group; install it with `uv sync`")
 
 WORKER = Path(__file__).with_name("worker.py")
 ROOT = Path(__file__).resolve().parents[2]
-STEPS, GLOBAL_BATCH, VAL_ITEMS = 2, 4, 5  # 5 held-out images: not a multiple of the 2 ranks
+GLOBAL_BATCH, VAL_ITEMS, WORLD = 4, 5, 2  # 5 held-out images: not a multiple of the 2 ranks
+RUNS = [
+    {"name": "ddp", "strategy": "ddp", "steps": 2, "resume_from": 1},
+    {"name": "zero2", "strategy": "deepspeed2", "steps": 2, "resume_from": 1},
+    {"name": "zero3", "strategy": "deepspeed3", "steps": 1, "files": False},
+]
 
 
 def _free_port() -> int:
@@ -32,10 +39,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(spec: dict, world: int, nodes: int, timeout: float = 240) -> list[str]:
-    """Start ``world`` worker processes with the environment torchrun (or a SLURM/multi-node wrapper) gives each:
-    ranks, group (node) rank, master address and port; returns each rank's output. Fails with the output of any
-    rank that fails."""
+def launch(spec: dict, world: int, nodes: int) -> list[subprocess.Popen]:
+    """Start ``world`` worker processes with the environment torchrun (or a SLURM / multi-node wrapper) gives each:
+    global, local and group (node) ranks, master address and port."""
     per_node = world // nodes
     spec_file = Path(spec["out"]) / "spec.json"
     spec_file.parent.mkdir(parents=True, exist_ok=True)
@@ -56,19 +62,17 @@ def launch(spec: dict, world: int, nodes: int, timeout: float = 240) -> list[str
             "TORCHELASTIC_RUN_ID": "ranks-test",
             "OMP_NUM_THREADS": "1",
         }
+        command = [sys.executable, str(WORKER), str(spec_file)]
         processes.append(
-            subprocess.Popen(
-                [sys.executable, str(WORKER), str(spec_file)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         )
-    outputs = []
+    return processes
+
+
+def wait(processes: list[subprocess.Popen], timeout: float = 600) -> list[str]:
+    """Each rank's output; fails with the output of a rank that failed."""
     try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=timeout)[0])
+        outputs = [process.communicate(timeout=timeout)[0] for process in processes]
     finally:
         for process in processes:
             process.kill()
@@ -88,49 +92,46 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def _spec(kit, data, out, strategy, world, nodes, resume_from=None) -> dict:
-    return {
-        "kit": str(kit),
-        "data": str(data),
-        "out": str(out),
-        "strategy": strategy,
-        "devices": world // nodes,
-        "num_nodes": nodes,
-        "batch_size": GLOBAL_BATCH // world,
-        "steps": STEPS,
-        "val_items": VAL_ITEMS,
-        "resume_from": resume_from,
-    }
-
-
 @pytest.fixture(scope="module")
-def one_rank(tiny_model_dir, data_root, tmp_path_factory) -> dict:
-    """The reference: one process, the whole batch of B images, in this pytest process."""
-    sys.path.insert(0, str(WORKER.parent))
+def runs(tiny_model_dir, data_root, tmp_path_factory) -> dict:
+    """The 2-rank launch (2 nodes × 1 process; every run of ``RUNS`` in turn) and, while it runs, the one-rank
+    reference in this process. Returns the output folders and each rank's output split by run."""
+    base = {"kit": str(tiny_model_dir), "data": str(data_root), "val_items": VAL_ITEMS}
+    two = tmp_path_factory.mktemp("two-ranks")
+    processes = launch({**base, "out": str(two), "devices": 1, "num_nodes": 2, "batch_size": GLOBAL_BATCH // WORLD,
+                        "runs": RUNS}, world=WORLD, nodes=2)  # fmt: skip
     try:
-        from worker import run
+        sys.path.insert(0, str(WORKER.parent))
+        from worker import main
     finally:
         sys.path.remove(str(WORKER.parent))
+    one = tmp_path_factory.mktemp("one-rank")
     threads = torch.get_num_threads()
-    out = tmp_path_factory.mktemp("one-rank")
     try:
-        record = run(_spec(tiny_model_dir, data_root, out, "auto", world=1, nodes=1))
+        main({**base, "out": str(one), "devices": 1, "num_nodes": 1, "batch_size": GLOBAL_BATCH,
+              "runs": [{"name": "one", "strategy": "auto", "steps": 2}]})  # fmt: skip
     finally:
         torch.set_num_threads(threads)
-    return {"out": out, "record": record}
+        outputs = wait(processes)
+    by_run = [dict(part.split("\n", 1) for part in output.split("[worker] run ")[1:]) for output in outputs]
+    return {"one": one / "one", "two": two, "outputs": by_run}
 
 
 def _weights(out: Path, phase: str, step: int, rank: int) -> dict[str, torch.Tensor]:
     return torch.load(out / f"weights_{phase}_step{step}_rank{rank}.pt")
 
 
-def _check_against_one_rank(one_rank: dict, out: Path, world: int) -> list[dict]:
+def _record(out: Path, rank: int = 0) -> dict:
+    return json.loads((out / f"rank{rank}.json").read_text())
+
+
+def _check_against_one_rank(one: Path, out: Path, steps: int, world: int = WORLD) -> list[dict]:
     """Per step: disjoint shards forming the global batch, each rank's rewards/advantages equal to its rows of the
     one-rank run, every rank's weights equal to the one-rank weights."""
-    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
-    reference = one_rank["record"]["steps"]
+    ranks = [_record(out, r) for r in range(world)]
+    reference = _record(one)["steps"]
     b = GLOBAL_BATCH // world
-    for step in range(STEPS):
+    for step in range(steps):
         want = reference[step]
         shards = [r["steps"][step]["images"] for r in ranks]
         assert [image for shard in shards for image in shard] == want["images"], "shards must form the global batch"
@@ -145,7 +146,7 @@ def _check_against_one_rank(one_rank: dict, out: Path, world: int) -> list[dict]
                 torch.tensor(got["advantages"]), torch.tensor(want["advantages"][r * b * g : (r + 1) * b * g])
             )
         assert any(value != 0 for row in want["bate"] for value in row), "BATE must be live in the comparison"
-        single = _weights(one_rank["out"], "first", step + 1, 0)
+        single = _weights(one, "first", step + 1, 0)
         for r in range(world):
             weights = _weights(out, "first", step + 1, r)
             for name, tensor in single.items():
@@ -153,22 +154,22 @@ def _check_against_one_rank(one_rank: dict, out: Path, world: int) -> list[dict]
     return ranks
 
 
-def _check_resume(out: Path, ranks: list[dict], world: int) -> None:
+def _check_resume(out: Path, ranks: list[dict], steps: int, world: int = WORLD) -> None:
     """Resumed from step 1: the same images per rank, the same engine counters per rank, the same final weights."""
     for r, rank in enumerate(ranks):
         for key in ("images", "seed_offset"):  # the engine's per-rank counter must come back for each rank
             assert [s[key] for s in rank["resumed_steps"]] == [s[key] for s in rank["steps"][1:]], (r, key)
-        final, resumed = _weights(out, "first", STEPS, r), _weights(out, "resumed", STEPS, r)
+        final, resumed = _weights(out, "first", steps, r), _weights(out, "resumed", steps, r)
         assert all(torch.equal(final[name], resumed[name]) for name in final), f"rank {r} resumed differently"
     assert len({rank["steps"][0]["seed_offset"] for rank in ranks}) == world, "ranks serve different request counts"
 
 
-def _check_validation(one_rank: dict, ranks: list[dict], outputs: list[str]) -> None:
+def _check_validation(one: Path, ranks: list[dict], outputs: list[str]) -> None:
     """Every held-out image scored once, on one rank; the metrics of the gathered rows are the one-rank metrics; the
     summary line printed once."""
     seen = [image for rank in ranks for image in rank["val_items"]]
-    assert sorted(seen) == sorted(one_rank["record"]["val_items"]) and len(seen) == len(set(seen)) == VAL_ITEMS
-    want = one_rank["record"]["held_out"]
+    assert sorted(seen) == sorted(_record(one)["val_items"]) and len(seen) == len(set(seen)) == VAL_ITEMS
+    want = _record(one)["held_out"]
     for rank in ranks:
         assert rank["held_out_rows"] == VAL_ITEMS
         assert [(h["n"], h["step"]) for h in rank["held_out"]] == [(h["n"], h["step"]) for h in want]
@@ -177,29 +178,39 @@ def _check_validation(one_rank: dict, ranks: list[dict], outputs: list[str]) -> 
     assert sum(output.count("[held-out] step") for output in outputs) == len(want)
 
 
-def _check_rank_zero_files(one_rank: dict, out: Path, sharded_checkpoints: bool) -> None:
+def _check_rank_zero_files(one: Path, out: Path, steps: int, data_root: Path, sharded_checkpoints: bool) -> None:
     """One checkpoint per step; one metrics log whose train metrics are the global batch's; an export that
     ``apps/eval.py`` loads and that holds the trained weights."""
     checkpoints = sorted(path.name for path in (out / "ckpt").iterdir())
-    assert checkpoints == [f"epoch=0-step={s}.ckpt" for s in range(1, STEPS + 1)]
+    assert checkpoints == [f"epoch=0-step={s}.ckpt" for s in range(1, steps + 1)]
     if not sharded_checkpoints:
         assert all(path.is_file() for path in (out / "ckpt").iterdir())
     rows = _metrics(out)
-    want = _metrics(one_rank["out"])
-    assert len(rows) == len(want) == STEPS, "one row per step: rank 0 writes the log alone"
+    want = _metrics(one)
+    assert len(rows) == len(want) == steps, "one row per step: rank 0 writes the log alone"
     for got, expected in zip(rows, want):
         for key in ("train/reward/total", "train/score_mean", "train/tool_calls/successful", "train/loss"):
             assert float(got[key]) == pytest.approx(float(expected[key]), rel=1e-5), key
-    final = _weights(out, "first", STEPS, 0)
-    spec = importlib.util.spec_from_file_location("eval_app", ROOT / "apps" / "eval.py")
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
-    args = app.build_parser().parse_args(["--ckpt", str(out / "hf"), "--engine.dtype", "float32"])
-    assert args.ckpt == str(out / "hf")
+    final = _weights(out, "first", steps, 0)
     import transformers
 
     exported = transformers.AutoModelForImageTextToText.from_pretrained(out / "hf", dtype=torch.float32)
     assert all(torch.equal(tensor, final[name]) for name, tensor in exported.named_parameters())
+    spec = importlib.util.spec_from_file_location("eval_app", ROOT / "apps" / "eval.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    held_out = data_root / "held_out"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        app.main(
+            ["--ckpt", str(out / "hf"), "--out", str(out / "eval"), "--data", f"held_out={held_out}:{held_out / 'manifest.csv'}",
+             "--engine.dtype", "float32", "--engine.device", "cpu", "--sampling.max_new_tokens", "8",
+             "--eval.limit", "2", "--eval.progress", "false", "--eval.plots", "false"]
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads((out / "eval" / "metrics.json").read_text())["datasets"]["held_out"]["n_rows"] == 2
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -207,21 +218,22 @@ def _metrics(out: Path) -> list[dict]:
         return [row for row in csv.DictReader(f) if row.get("train/reward/total")]
 
 
-def test_ddp_two_nodes_equal_one_rank(tiny_model_dir, data_root, one_rank, tmp_path):
-    out = tmp_path / "ddp"
-    outputs = launch(_spec(tiny_model_dir, data_root, out, "ddp", world=2, nodes=2, resume_from=1), world=2, nodes=2)
-    ranks = _check_against_one_rank(one_rank, out, world=2)
-    _check_resume(out, ranks, world=2)
-    _check_validation(one_rank, ranks, outputs)
-    _check_rank_zero_files(one_rank, out, sharded_checkpoints=False)
+def test_ddp_two_nodes_equal_one_rank(runs, data_root):
+    out, steps = runs["two"] / "ddp", RUNS[0]["steps"]
+    ranks = _check_against_one_rank(runs["one"], out, steps)
+    _check_resume(out, ranks, steps)
+    _check_validation(runs["one"], ranks, [output["ddp"] for output in runs["outputs"]])
+    _check_rank_zero_files(runs["one"], out, steps, data_root, sharded_checkpoints=False)
 
 
-def test_deepspeed_zero2_two_processes_equal_one_rank(tiny_model_dir, data_root, one_rank, tmp_path):
-    pytest.importorskip("deepspeed", reason="deepspeed is in the dev group; install it with `uv sync`")
-    out = tmp_path / "zero2"
-    spec = _spec(tiny_model_dir, data_root, out, "deepspeed2", world=2, nodes=1, resume_from=1)
-    outputs = launch(spec, world=2, nodes=1)
-    ranks = _check_against_one_rank(one_rank, out, world=2)
-    _check_resume(out, ranks, world=2)
-    _check_validation(one_rank, ranks, outputs)
-    _check_rank_zero_files(one_rank, out, sharded_checkpoints=True)
+def test_deepspeed_zero2_equals_one_rank(runs, data_root):
+    out, steps = runs["two"] / "zero2", RUNS[1]["steps"]
+    ranks = _check_against_one_rank(runs["one"], out, steps)
+    _check_resume(out, ranks, steps)
+    _check_validation(runs["one"], ranks, [output["zero2"] for output in runs["outputs"]])
+    _check_rank_zero_files(runs["one"], out, steps, data_root, sharded_checkpoints=True)
+
+
+def test_deepspeed_zero3_one_step_equals_one_rank(runs):
+    """Partitioned parameters on DeepSpeed's CPU accelerator: the step's rewards, advantages and (gathered) weights."""
+    _check_against_one_rank(runs["one"], runs["two"] / "zero3", RUNS[2]["steps"])

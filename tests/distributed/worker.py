@@ -40,6 +40,7 @@ from tooliqa_trainer import (
     RolloutConfig,
     TorchThreads,
 )
+from tooliqa_trainer.policy import engine_weights
 
 RUBRIC = (
     "<thinking></thinking>\n<answer>\nSharpness: High - a\nNoise: None - b\nArtifacts: None - c\nExposure: Good - d\n"
@@ -122,7 +123,9 @@ class Probe(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.steps.append({**pl_module.record, "seed_offset": pl_module.engine.seed_offset})
-        weights = {name: p.detach().clone() for name, p in pl_module.policy.named_parameters()}
+        # the project's gathered weight stream (the vLLM push): whole tensors under ZeRO-3 too, on every rank
+        stream = engine_weights(pl_module.policy, zero3=pl_module.zero3 is not None)
+        weights = {name: tensor.detach().clone() for name, tensor in stream}
         torch.save(weights, self.out / f"weights_{self.phase}_step{trainer.global_step}_rank{trainer.global_rank}.pt")
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
@@ -159,8 +162,7 @@ class CPUDeepSpeed(DeepSpeedStrategy):
         return engine, optimizer
 
 
-def _strategy(spec: dict):
-    name = spec["strategy"]
+def _strategy(name: str):
     if name == "auto":
         return "auto"
     if name == "ddp":
@@ -174,12 +176,14 @@ def _module(spec: dict) -> ProbeModule:
         policy=PolicyConfig(path=spec["kit"], dtype="float32"),
         rollout=RolloutConfig(group_size=GROUP, protocol=PROTOCOL, engine=EngineConfig(name="scripted")),
         grpo=GRPOConfig(kl_schedule=((0, 0.02),), micro_batch_size=4),
-        # a clip far below the gradient norm: every step is clipped, so a strategy that skips the clip shows
-        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0, grad_clip=0.05),
+        # a clip far below the gradient norm: every step is clipped, so a strategy that skips the clip shows. Adam's
+        # eps well above float noise: with the default 1e-8 the first step is lr·sign(g), which flips on gradients
+        # that are zero up to rounding (ZeRO-3's partitioned reductions round differently)
+        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0, grad_clip=0.05, eps=1e-3),
     )
 
 
-def _data(spec: dict) -> IQADataModule:
+def _data(spec: dict, steps: int) -> IQADataModule:
     root = Path(spec["data"])
     return IQADataModule(
         train=[DatasetSpec("csv", str(root / "train"))],
@@ -187,15 +191,16 @@ def _data(spec: dict) -> IQADataModule:
         batch_size=spec["batch_size"],
         val_batch_size=2,
         max_val_items=spec["val_items"],
-        steps=spec["steps"],
+        steps=steps,
         seed=3,
     )
 
 
-def _fit(spec: dict, out: Path, phase: str, ckpt_path: str | None = None) -> tuple[ProbeModule, Probe, L.Trainer]:
+def _fit(spec: dict, run: dict, out: Path, phase: str, ckpt_path: str | None = None):
     probe = Probe(out, phase)
     callbacks = [TorchThreads(1), probe]
-    if phase == "first":
+    full = phase == "first" and run.get("files", True)  # checkpoints, export and validation
+    if full:
         callbacks += [
             L.pytorch.callbacks.ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=1, save_top_k=-1),
             ExportHF(str(out / "hf")),
@@ -204,28 +209,29 @@ def _fit(spec: dict, out: Path, phase: str, ckpt_path: str | None = None) -> tup
         accelerator="cpu",
         devices=spec["devices"],
         num_nodes=spec["num_nodes"],
-        strategy=_strategy(spec),
-        max_steps=spec["steps"],
+        strategy=_strategy(run["strategy"]),
+        max_steps=run["steps"],
         logger=L.pytorch.loggers.CSVLogger(out, name="logs", version=phase),
         log_every_n_steps=1,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        limit_val_batches=None if phase == "first" else 0,
+        limit_val_batches=None if full else 0,
         default_root_dir=out,
         callbacks=callbacks,
     )
     module = _module(spec)
-    trainer.fit(module, datamodule=_data(spec), ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=_data(spec, run["steps"]), ckpt_path=ckpt_path)
     return module, probe, trainer
 
 
-def run(spec: dict) -> dict:
-    """Fit (and optionally resume) as ``spec`` says; returns this rank's records (also written to ``rank<r>.json``)."""
-    print(f"[worker] imports done at {time.time():.1f} s", flush=True)
-    out = Path(spec["out"])
+def fit_and_resume(spec: dict, run: dict) -> dict:
+    """One entry of ``spec["runs"]``: fit, then resume from ``resume_from`` when given; this rank's records (also
+    written to ``<out>/<name>/rank<r>.json``)."""
+    out = Path(spec["out"]) / run["name"]
     out.mkdir(parents=True, exist_ok=True)
-    module, probe, trainer = _fit(spec, out, "first")
+    print(f"[worker] run {run['name']}", flush=True)  # the tests split each rank's output by run here
+    module, probe, trainer = _fit(spec, run, out, "first")
     rank = trainer.global_rank
     record = {
         "rank": rank,
@@ -235,16 +241,22 @@ def run(spec: dict) -> dict:
         "held_out": [vars(result) for result in module.held_out],
         "held_out_rows": len(module.held_out_rows),
     }
-    if spec.get("resume_from") is not None:
-        ckpt = next((out / "ckpt").glob(f"*step={spec['resume_from']}.ckpt"))
-        _, resumed_probe, _ = _fit(spec, out, "resumed", ckpt_path=str(ckpt))
+    if run.get("resume_from") is not None:
+        ckpt = next((out / "ckpt").glob(f"*step={run['resume_from']}.ckpt"))
+        _, resumed_probe, _ = _fit(spec, run, out, "resumed", ckpt_path=str(ckpt))
         record["resumed_steps"] = resumed_probe.steps
-    print(f"[worker] rank {rank} done at {time.time():.1f} s", flush=True)
     (out / f"rank{rank}.json").write_text(json.dumps(record))
+    print(f"[worker] rank {rank}: {run['name']} done at {time.time():.1f}", flush=True)
     return record
+
+
+def main(spec: dict) -> list[dict]:
+    """Every run of ``spec["runs"]`` in turn, in this process (the process group, once up, serves them all)."""
+    print(f"[worker] imports done at {time.time():.1f}", flush=True)
+    return [fit_and_resume(spec, run) for run in spec["runs"]]
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    run(json.loads(Path(sys.argv[1]).read_text()))
+    main(json.loads(Path(sys.argv[1]).read_text()))
     os._exit(0)  # skip interpreter teardown of the process group and loader threads (seconds on a busy machine)
