@@ -99,7 +99,7 @@ def runs(tiny_model_dir, data_root, tmp_path_factory) -> dict:
     base = {"kit": str(tiny_model_dir), "data": str(data_root), "val_items": VAL_ITEMS}
     two = tmp_path_factory.mktemp("two-ranks")
     processes = launch({**base, "out": str(two), "devices": 1, "num_nodes": 2, "batch_size": GLOBAL_BATCH // WORLD,
-                        "runs": RUNS}, world=WORLD, nodes=2)  # fmt: skip
+                        "runs": RUNS, "vllm": True}, world=WORLD, nodes=2)  # fmt: skip
     try:
         sys.path.insert(0, str(WORKER.parent))
         from worker import main
@@ -237,3 +237,17 @@ def test_deepspeed_zero2_equals_one_rank(runs, data_root):
 def test_deepspeed_zero3_one_step_equals_one_rank(runs):
     """Partitioned parameters on DeepSpeed's CPU accelerator: the step's rewards, advantages and (gathered) weights."""
     _check_against_one_rank(runs["one"], runs["two"] / "zero3", RUNS[2]["steps"])
+
+
+def test_vllm_engine_settings_on_every_rank(runs):
+    """Each rank's vllm engine (fake ``LLM``), built where Lightning's own launcher leaves no ``RANK``: the
+    ``external_launcher`` variables of its own rank, its own engine seed (TP 1: one engine per rank), request seeds
+    no other rank uses, and a tensor-parallel engine refused."""
+    settings = [json.loads((runs["two"] / f"vllm{rank}.json").read_text()) for rank in range(WORLD)]
+    for rank, got in enumerate(settings):
+        assert got["env"] == {"RANK": str(rank), "WORLD_SIZE": str(WORLD), "LOCAL_RANK": "0",
+                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": got["env"]["MASTER_PORT"]}  # fmt: skip
+        assert got["engine_seed"] == rank and got["backend"] == "external_launcher"
+        assert "tensor_parallel_size is 2" in got["tensor_parallel_refused"]
+    seeds = [seed for got in settings for seed in got["request_seeds"]]
+    assert len(set(seeds)) == len(seeds) == 2 * WORLD, "two ranks must not sample with the same seeds"

@@ -171,11 +171,11 @@ def _strategy(name: str):
     return CPUDeepSpeed(stage=stage, process_group_backend="gloo")
 
 
-def _module(spec: dict) -> ProbeModule:
+def _module(spec: dict, run: dict) -> ProbeModule:
     return ProbeModule(
         policy=PolicyConfig(path=spec["kit"], dtype="float32"),
         rollout=RolloutConfig(group_size=GROUP, protocol=PROTOCOL, engine=EngineConfig(name="scripted")),
-        grpo=GRPOConfig(kl_schedule=((0, 0.02),), micro_batch_size=4),
+        grpo=GRPOConfig(kl_schedule=((0, 0.02),), micro_batch_size=run.get("micro_batch_size", 4)),
         # a clip far below the gradient norm: every step is clipped, so a strategy that skips the clip shows. Adam's
         # eps well above float noise: with the default 1e-8 the first step is lr·sign(g), which flips on gradients
         # that are zero up to rounding (ZeRO-3's partitioned reductions round differently)
@@ -220,7 +220,7 @@ def _fit(spec: dict, run: dict, out: Path, phase: str, ckpt_path: str | None = N
         default_root_dir=out,
         callbacks=callbacks,
     )
-    module = _module(spec)
+    module = _module(spec, run)
     trainer.fit(module, datamodule=_data(spec, run["steps"]), ckpt_path=ckpt_path)
     return module, probe, trainer
 
@@ -250,10 +250,57 @@ def fit_and_resume(spec: dict, run: dict) -> dict:
     return record
 
 
+class _SysModules:
+    """What ``fake_vllm.install`` needs of pytest's monkeypatch, for a process that ends after the check."""
+
+    @staticmethod
+    def setitem(mapping, key, value) -> None:
+        mapping[key] = value
+
+
+def vllm_settings(spec: dict) -> dict:
+    """The vllm engine as this rank builds it (against ``tests/fake_vllm.py``'s ``LLM``), in the environment
+    Lightning's own process launcher leaves (``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_*``, no ``RANK``), with the
+    process group up: vLLM's engine seed, the ``external_launcher`` variables, the request seeds of one generate."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, where fake_vllm lives
+    from fake_vllm import FakeLLM, install
+
+    from tooliqa_agent.engines.vllm import VLLMEngine
+    from tooliqa_agent.types import GenerationRequest, SamplingConfig
+
+    class EndsAtOnce(FakeLLM):
+        def __init__(self, model, **kwargs) -> None:
+            super().__init__(model, replies=lambda prompt_ids: [self.eos_token_id], **kwargs)
+
+    install(_SysModules(), EndsAtOnce)
+    os.environ.pop("RANK", None)
+    config = EngineConfig(name="vllm", model=spec["kit"], dtype="float32")
+    engine = VLLMEngine.from_config(config)
+    request = GenerationRequest(prompt_ids=(1, 2, 3), images=())
+    engine.generate([request, request], SamplingConfig(seed=7))
+    try:
+        VLLMEngine.from_config(EngineConfig(name="vllm", model=spec["kit"], tensor_parallel_size=2))
+        refused = ""
+    except ValueError as error:
+        refused = str(error)
+    return {
+        "engine_seed": engine.llm.engine_args["seed"],
+        "backend": engine.llm.engine_args["distributed_executor_backend"],
+        "env": {key: os.environ[key] for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")},
+        "request_seeds": [params.seed for params in engine.llm.params],
+        "tensor_parallel_refused": refused,
+    }
+
+
 def main(spec: dict) -> list[dict]:
-    """Every run of ``spec["runs"]`` in turn, in this process (the process group, once up, serves them all)."""
+    """Every run of ``spec["runs"]`` in turn, in this process (the process group, once up, serves them all); then,
+    with ``spec["vllm"]``, the vllm engine's per-rank settings (``vllm.json`` per rank)."""
     print(f"[worker] imports done at {time.time():.1f}", flush=True)
-    return [fit_and_resume(spec, run) for run in spec["runs"]]
+    records = [fit_and_resume(spec, run) for run in spec["runs"]]
+    if spec.get("vllm"):
+        rank = torch.distributed.get_rank()
+        (Path(spec["out"]) / f"vllm{rank}.json").write_text(json.dumps(vllm_settings(spec)))
+    return records
 
 
 if __name__ == "__main__":
