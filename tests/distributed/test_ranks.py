@@ -4,7 +4,9 @@ ranked over the global batch, advantages, weights after every step, disjoint dat
 once, rank-0 checkpoints, export and logs — under DDP, DeepSpeed ZeRO-2 and (equivalence of one step) ZeRO-3.
 
 One launch runs the three strategies in turn in the same two processes (``import lightning`` costs ~15 s a process);
-the one-rank reference runs in this process meanwhile. Marked ``ranks``: ``pytest -m ranks`` runs them alone."""
+the one-rank reference runs in this process meanwhile. DDP goes first and brings up the process group, which the
+DeepSpeed runs reuse: DeepSpeed's own CPU start-up (its shared-memory all-reduce) hangs when two "nodes" share a
+host, which only this test's layout does. Marked ``ranks``: ``pytest -m ranks`` runs them alone."""
 
 from __future__ import annotations
 

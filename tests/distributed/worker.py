@@ -1,14 +1,15 @@
 """One rank of a multi-rank CPU run, as a launcher starts it: ``python tests/distributed/worker.py SPEC.json`` with
-torchrun's environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``GROUP_RANK``, ``MASTER_ADDR``, ...) — Lightning
-reads the ranks from there and does not spawn anything itself. With no such environment it is one plain process
-(the 1-rank reference the tests compare against, run in the pytest process through :func:`run`).
+torchrun's environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``GROUP_RANK``, ``MASTER_ADDR``, ...): Lightning
+reads the ranks from there and spawns nothing. Without that environment it is one plain process (the one-rank
+reference, which the tests run in the pytest process through :func:`main`).
 
-The run: a real ``Trainer.fit`` of the tiny kit with a scripted engine whose replies depend only on the image and the
-trajectory (never on the rank or the call), so 1 rank × B images and N ranks × B/N images must agree. It fits
-``steps`` steps with a checkpoint after every step, a CSV logger, the HF export and a held-out pass at the end; then,
-when ``resume_from`` is given, a second fit in the same processes resumes from that step's checkpoint. Each rank
-writes ``rank<r>.json`` (images per step, rewards, advantages, validation items and results, engine counters) and
-``weights_<phase>_step<k>_rank<r>.pt``.
+Each entry of ``spec["runs"]`` is a real ``Trainer.fit`` of the tiny kit under one strategy (DDP, DeepSpeed ZeRO-2 or
+ZeRO-3 over gloo) with a scripted engine whose replies depend only on the image, the sample and the turn (never on
+the rank or the call), so one rank × B images and N ranks × B/N images must agree: a checkpoint after every step, a
+CSV logger, the HF export and a held-out pass at the end, then optionally a second fit resumed from step
+``resume_from``'s checkpoint. Each rank writes ``<name>/rank<r>.json`` (images per step, rewards, advantages,
+engine counters, validation items and results) and ``<name>/weights_<phase>_step<k>_rank<r>.pt``; with
+``spec["vllm"]`` also ``vllm<r>.json``, the vllm engine's per-rank settings.
 """
 
 from __future__ import annotations

@@ -321,10 +321,17 @@ class GRPOModule(L.LightningModule):
         return out
 
     def _accumulation_boundary(self, is_last: bool) -> None:
-        """Under DeepSpeed (GAS = 1 with manual optimization), only the last micro-batch's backward may reduce."""
+        """Under DeepSpeed (GAS = 1 with manual optimization), only the last micro-batch's backward may reduce.
+
+        The policy is called directly, not through ``DeepSpeedEngine.forward``, so what that forward does first is
+        done here: ZeRO's optimizer counts micro-steps there (deepspeed 0.19 ``engine.py`` ``forward`` →
+        ``clear_backward_seen_flag``; ``zero/stage3.py``: micro-step 0 copies a gradient partition, later ones add).
+        Without it ZeRO-3 kept only the last micro-batch's gradients (two CPU ranks: cosine 0.96 to the true update)."""
         engine = getattr(self.trainer.strategy, "deepspeed_engine", None)
         if engine is not None:
             engine.set_gradient_accumulation_boundary(is_last)
+            if hasattr(engine.optimizer, "clear_backward_seen_flag"):
+                engine.optimizer.clear_backward_seen_flag()
 
     def log_step(
         self, trajectories: list[Trajectory], rewards: RewardOutput, loss: LossStats, timer: StepTimer
