@@ -6,7 +6,8 @@ once, rank-0 checkpoints, export and logs — under DDP, DeepSpeed ZeRO-2 and (e
 One launch runs the three strategies in turn in the same two processes (``import lightning`` costs ~15 s a process);
 the one-rank reference runs in this process meanwhile. DDP goes first and brings up the process group, which the
 DeepSpeed runs reuse: DeepSpeed's own CPU start-up (its shared-memory all-reduce) hangs when two "nodes" share a
-host, which only this test's layout does. Marked ``ranks``: ``pytest -m ranks`` runs them alone."""
+host, which only this test's layout does. Marked ``ranks``: ``pytest -m ranks`` runs them alone, ``-m "not ranks"``
+skips them. Measured: 139 s wall, 183 CPU-s (all three processes) on the shared 2-core machine at load ≈ 2."""
 
 from __future__ import annotations
 
