@@ -19,9 +19,11 @@ from fake_vllm import FakeLLM, install
 from tooliqa_agent.engines import ENGINES, engine_class
 from tooliqa_agent.engines.vllm import (
     VLLMEngine,
+    check_tensor_parallel,
     construction_scope,
     launcher_env,
     llm_kwargs,
+    process_rank,
     sampling_kwargs,
     vllm_weight_name,
     vllm_weights,
@@ -67,9 +69,20 @@ def test_llm_kwargs_map_the_engine_config():
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": "29533",
     }
-    assert (
-        launcher_env({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "MASTER_ADDR": "h", "MASTER_PORT": "1"}) == {}
-    )
+    torchrun = {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "MASTER_ADDR": "h", "MASTER_PORT": "1"}
+    assert launcher_env(torchrun, rank=3, world_size=8) == {}
+    lightning_spawned = {key: value for key, value in torchrun.items() if key != "RANK"}  # its launcher sets no RANK
+    assert launcher_env(lightning_spawned, rank=3, world_size=8) == {"RANK": "3"}
+    with pytest.raises(ValueError, match="no LOCAL_RANK"):
+        launcher_env({"MASTER_ADDR": "h", "MASTER_PORT": "1"}, rank=3, world_size=8)
+
+
+def test_process_rank_and_tensor_parallel_checks():
+    assert process_rank({}) == (0, 1)  # no process group here: the launcher's variables, else one process
+    assert process_rank({"RANK": "5", "WORLD_SIZE": "8"}) == (5, 8)
+    check_tensor_parallel(1, 8)
+    with pytest.raises(ValueError, match="tensor_parallel_size is 2"):
+        check_tensor_parallel(2, 8)
 
 
 def test_sampling_kwargs_map_one_to_one():

@@ -81,18 +81,25 @@ class HiddenEvidenceSpec:
     """View side, scale of the scale-hidden originals, gain of the exposure-hidden ones."""
 
 
-@dataclass
 class ImageBatch:
-    """B images of one step (this rank's share)."""
+    """B images of one step (this rank's share).
 
-    step: int
-    """Index of the batch in the run (training) or in the held-out pass (validation)."""
-    items: tuple[IQAItem, ...]
-    """The labelled items."""
-    images: list[torch.Tensor]
-    """uint8 ``[3, H, W]`` per item (sizes may differ)."""
-    mos: torch.Tensor
-    """float ``[B]`` ground truth, higher = better."""
+    A plain class, not a dataclass: Lightning's precision plugins walk dataclass batches to cast their float tensors
+    (DeepSpeed's always does, ``DeepSpeedPrecision.convert_input``) and refuse the frozen ``IQAItem`` inside; and
+    the batch's tensors must not be cast anyway (uint8 images; MOS in float32, where a bf16 cast would merge values
+    and change the rank reward's ties).
+
+    Attributes:
+        step: index of the batch in the run (training) or in the held-out pass (validation).
+        items: the labelled items.
+        images: uint8 ``[3, H, W]`` per item (sizes may differ).
+        mos: float ``[B]`` ground truth, higher = better.
+    """
+
+    __slots__ = ("step", "items", "images", "mos")
+
+    def __init__(self, step: int, items: tuple[IQAItem, ...], images: list[torch.Tensor], mos: torch.Tensor) -> None:
+        self.step, self.items, self.images, self.mos = step, items, images, mos
 
 
 def plan_batch(sizes: Sequence[int], step: int, batch: int, seed: int) -> tuple[int, list[int]]:

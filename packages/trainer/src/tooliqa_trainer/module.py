@@ -42,6 +42,7 @@ from tooliqa_trainer.datamodule import ImageBatch
 from tooliqa_trainer.loss import LossStats, make_loss
 from tooliqa_trainer.microbatch import StepTimer, chunks, pad_rows
 from tooliqa_trainer.policy import engine_weights, load_policy, make_reference, reference_mode, token_logprobs
+from tooliqa_trainer.ranks import deepspeed_settings, every_rank, own_entry
 from tooliqa_trainer.schedule import make_lr_lambda
 from tooliqa_trainer.scoring import reward_inputs, score_global_batch
 from tooliqa_trainer.tool_report import ValidationRow, calls_by_tool
@@ -106,6 +107,10 @@ class GRPOModule(L.LightningModule):
         self._hf_zero3 = None  # under ZeRO-3: the HfDeepSpeedConfig that must outlive every from_pretrained
 
     # ----------------------------------------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        # the first hook before Lightning formats a DeepSpeed config (model_sharded_context, around configure_model)
+        deepspeed_settings(self._trainer, self.optim.grad_clip)
+
     def configure_model(self) -> None:
         """Load the policy (+ reference). Idempotent (Lightning calls it per stage). The engine is not built here:
         Lightning runs this hook inside ``strategy.tensor_init_context()`` and ``model_sharded_context()``
@@ -316,17 +321,29 @@ class GRPOModule(L.LightningModule):
         return out
 
     def _accumulation_boundary(self, is_last: bool) -> None:
-        """Under DeepSpeed (GAS = 1 with manual optimization), only the last micro-batch's backward may reduce."""
+        """Under DeepSpeed (GAS = 1 with manual optimization), only the last micro-batch's backward may reduce.
+
+        The policy is called directly, not through ``DeepSpeedEngine.forward``, so what that forward does first is
+        done here: ZeRO's optimizer counts micro-steps there (deepspeed 0.19 ``engine.py`` ``forward`` →
+        ``clear_backward_seen_flag``; ``zero/stage3.py``: micro-step 0 copies a gradient partition, later ones add).
+        Without it ZeRO-3 kept only the last micro-batch's gradients (two CPU ranks: cosine 0.96 to the true update)."""
         engine = getattr(self.trainer.strategy, "deepspeed_engine", None)
         if engine is not None:
             engine.set_gradient_accumulation_boundary(is_last)
+            if hasattr(engine.optimizer, "clear_backward_seen_flag"):
+                engine.optimizer.clear_backward_seen_flag()
 
     def log_step(
         self, trajectories: list[Trajectory], rewards: RewardOutput, loss: LossStats, timer: StepTimer
     ) -> None:
-        """One flat dict per step: rewards, ρ, tool calls, β, KL, ratio/clip, lengths, parse failures, timings."""
+        """One flat dict per step: rewards, ρ, tool calls, β, KL, ratio/clip, lengths, parse failures, timings.
+
+        Every value describes the GLOBAL batch: each rank logs its share and Lightning reduces them over ranks
+        (``sync_dist``; a mean of equal-sized shares is the batch mean, the longest response a max), so the keys must
+        be the same on every rank — every enabled tool's count is logged, 0 where this rank called none."""
         n = len(trajectories)
         lengths = torch.tensor([t.num_output_tokens for t in trajectories], dtype=torch.float32)
+        calls = calls_by_tool(trajectories)
         metrics = {
             **rewards.stats.log("train/reward"),
             **loss.log("train"),
@@ -334,19 +351,18 @@ class GRPOModule(L.LightningModule):
             "train/lr": self.lr_schedulers().get_last_lr()[0],
             "train/tool_calls/successful": sum(t.num_successful_calls for t in trajectories) / n,
             "train/tool_calls/failed": sum(t.num_failed_calls for t in trajectories) / n,
-            **{f"train/tool_calls/{name}": count / n for name, count in calls_by_tool(trajectories).items()},
+            **{f"train/tool_calls/{name}": calls.get(name, 0) / n for name in self.agent.toolkit.names},
             "train/parse_failures": sum(t.score is None for t in trajectories) / n,
             "train/score_mean": _mean([t.score for t in trajectories if t.score is not None]),
             "train/response_tokens/mean": lengths.mean().item(),
-            "train/response_tokens/max": lengths.max().item(),
             **{f"time/{name}_s": seconds for name, seconds in timer.seconds.items()},
         }
-        self.log_dict(metrics, batch_size=n)
-        self.log("reward", metrics["train/reward/total"], prog_bar=True, logger=False, batch_size=n)
-        self.log("beta", loss.beta, prog_bar=True, logger=False, batch_size=n)
+        self.log_dict(metrics, batch_size=n, sync_dist=True)
+        self.log("train/response_tokens/max", lengths.max().item(), batch_size=n, sync_dist=True, reduce_fx="max")
+        progress = {"reward": metrics["train/reward/total"], "beta": loss.beta}
         if self.rollout_config.protocol.tools_on:  # the tool-use rate BATE shapes, and calls per image
-            self.log("rho", rewards.stats.rho, prog_bar=True, logger=False, batch_size=n)
-            self.log("calls", metrics["train/tool_calls/successful"], prog_bar=True, logger=False, batch_size=n)
+            progress.update(rho=rewards.stats.rho, calls=metrics["train/tool_calls/successful"])
+        self.log_dict(progress, prog_bar=True, logger=False, batch_size=n, sync_dist=True)
 
     # ----------------------------------------------------------------------------------------------- validation
     def validation_step(self, batch: ImageBatch, batch_idx: int) -> None:
@@ -359,7 +375,7 @@ class GRPOModule(L.LightningModule):
             self._val_rows.append(ValidationRow(assessment.score, float(mos), subset, tools, assessment.other_scores))
 
     def on_validation_epoch_end(self) -> None:
-        rows = self._gather_rows(self._val_rows)
+        rows = [row for part in every_rank(self._val_rows) for row in part]  # each rank scored its own share
         self._val_rows = []
         self.held_out_rows = rows
         failure_score = self.validation_config.failure_score
@@ -385,13 +401,6 @@ class GRPOModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.log_dict(metrics, logger=False, rank_zero_only=True)  # callback_metrics, e.g. a checkpoint monitor
 
-    def _gather_rows(self, rows: list[ValidationRow]) -> list[ValidationRow]:
-        if not torch.distributed.is_initialized():
-            return rows
-        parts: list = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(parts, rows)
-        return [row for part in parts for row in part]
-
     def on_fit_end(self) -> None:
         if len(self.held_out) >= 2:
             readouts = [(self.validation_config.readout, self.held_out), *self.held_out_also.items()]
@@ -407,8 +416,10 @@ class GRPOModule(L.LightningModule):
         # Plain types only, so resuming works with torch.load(weights_only=True), Lightning's default.
         checkpoint["hyper_parameters"] = _plain(dict(self.hparams))
         checkpoint["rng"] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-        # the engine's per-call seed counter: without it a resumed run would replay the seeds of its first steps
-        checkpoint["engine_seed_offset"] = getattr(self.engine, "seed_offset", None)
+        # the engine's per-call seed counter: without it a resumed run would replay the seeds of its first steps. One
+        # per rank: ranks run different numbers of turns and requests, and only rank 0's checkpoint dict is written
+        # (every rank builds it, so the gather is safe here)
+        checkpoint["engine_seed_offset"] = every_rank(getattr(self.engine, "seed_offset", None))
         if torch.cuda.is_available():
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
@@ -420,7 +431,8 @@ class GRPOModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._engine_step = None  # the policy gets the checkpoint's weights: push them before the engine is used
-        self._engine_seed_offset = checkpoint.get("engine_seed_offset")
+        saved = checkpoint.get("engine_seed_offset")
+        self._engine_seed_offset = own_entry(saved, self.global_rank, self.trainer.world_size)
         self._restore_engine_seed()
         rng = checkpoint.get("rng")
         if rng is not None:

@@ -69,10 +69,43 @@ def llm_kwargs(config: EngineConfig, max_images: int, seed: int) -> dict[str, ob
     }
 
 
-def launcher_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The torch.distributed variables ``external_launcher`` needs that ``environ`` lacks (a single-process run)."""
-    defaults = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}
-    return {key: value for key, value in defaults.items() if key not in environ}
+def process_rank(environ: Mapping[str, str]) -> tuple[int, int]:
+    """``(rank, world size)`` of this process: torch.distributed's once it is up (a training run), else the launcher's
+    ``RANK`` / ``WORLD_SIZE``, else one process. Lightning's own process launcher (``devices: N`` without torchrun)
+    sets ``LOCAL_RANK`` and ``WORLD_SIZE`` but no ``RANK``: there the environment alone would make every rank 0."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(environ.get("RANK", "0")), int(environ.get("WORLD_SIZE", "1"))
+
+
+def check_tensor_parallel(tensor_parallel_size: int, world_size: int) -> None:
+    """Refuse tensor-parallel engines: with ``external_launcher`` the ranks ``[i·tp, (i+1)·tp)`` form one engine (vLLM
+    lays TP groups out fastest, ``distributed/parallel_state.py`` ``initialize_model_parallel``) and each of them must
+    submit the SAME prompts in lockstep, while every training rank rolls out its own images for its own number of
+    turns — the engine would be fed different prompts per rank, or a rank would wait forever."""
+    if tensor_parallel_size != 1:
+        raise ValueError(
+            f"EngineConfig.tensor_parallel_size is {tensor_parallel_size} (world size {world_size}): the colocated vllm "
+            "engine runs one engine per rank (1); ranks of a tensor-parallel group would have to submit identical "
+            "prompts in lockstep, which per-rank rollouts do not. Use 1 (an 8B policy fits one GPU)"
+        )
+
+
+def launcher_env(environ: Mapping[str, str], rank: int = 0, world_size: int = 1) -> dict[str, str]:
+    """The torch.distributed variables ``external_launcher`` reads (``v1/executor/uniproc_executor.py``
+    ``ExecutorWithExternalLauncher._distributed_args``: ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` and
+    the ``env://`` world size) that ``environ`` lacks or contradicts, for the process of ``rank`` in ``world_size``:
+    a training run's ranks as torch.distributed has them, or single-process defaults."""
+    wanted = {"RANK": str(rank), "WORLD_SIZE": str(world_size)}
+    defaults = {"LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}
+    if world_size > 1 and "LOCAL_RANK" not in environ:
+        raise ValueError(
+            f"vllm engine: rank {rank} of {world_size} has no LOCAL_RANK in its environment; launch with torchrun, "
+            "srun or Lightning, which set it"
+        )
+    out = {key: value for key, value in wanted.items() if environ.get(key) != value}
+    out.update({key: value for key, value in defaults.items() if key not in environ})
+    return out
 
 
 def sampling_kwargs(
@@ -196,7 +229,10 @@ class VLLMEngine:
         self._weights_valid = True  # False after a level-2 sleep until weights are pushed again
         self.seed_offset = 0
         """Requests issued so far: each gets its own seed (identical prompts sample differently); a resumable run's
-        state, checkpointed by the trainer."""
+        state, checkpointed by the trainer (per rank)."""
+        self.rank_seed = 0
+        """Added to every request's seed: ``rank << 32`` on rank ``rank`` (:meth:`from_config`), so ranks never sample
+        with the same seeds (their requests at the same index would otherwise draw the same random numbers)."""
 
     @classmethod
     def from_config(cls, config: EngineConfig, model=None, processor=None, max_images: int = 3) -> VLLMEngine:
@@ -207,8 +243,11 @@ class VLLMEngine:
         import transformers
         from vllm import LLM
 
-        kwargs = llm_kwargs(config, max_images, seed=int(os.environ.get("RANK", "0")) // config.tensor_parallel_size)
-        os.environ.update(launcher_env(os.environ))
+        rank, world_size = process_rank(os.environ)
+        check_tensor_parallel(config.tensor_parallel_size, world_size)
+        # the engine seed of vLLM's own RNG: one per engine (TRL's colocate mode: process index // TP size)
+        kwargs = llm_kwargs(config, max_images, seed=rank // config.tensor_parallel_size)
+        os.environ.update(launcher_env(os.environ, rank, world_size))
         if processor is None:
             processor = transformers.AutoProcessor.from_pretrained(config.model)
         with construction_scope():
@@ -221,6 +260,7 @@ class VLLMEngine:
             sleep_level=config.sleep_level,
             eos_token_ids=generation_eos(config.model),
         )
+        engine.rank_seed = rank << 32
         engine._model()  # fail now, not at the first weight sync, if the in-process model is unreachable
         return engine
 
@@ -278,7 +318,7 @@ class VLLMEngine:
             if images:
                 prompt["multi_modal_data"] = {"image": [tensor_to_pil(image) for image in images]}
             prompts.append(prompt)
-            seed = request.seed if request.seed is not None else sampling.seed + self.seed_offset + index
+            seed = request.seed if request.seed is not None else sampling.seed + self.rank_seed + self.seed_offset + index
             params.append(self._params(request, sampling, seed, min(room, sampling.max_new_tokens)))
             rows.append(index)
         self.seed_offset += len(requests)
