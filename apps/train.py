@@ -1,6 +1,6 @@
 """Train the Tool-IQA policy with GRPO/GSPO: a thin LightningCLI over ``tooliqa_trainer``.
 
-python apps/train.py fit --config configs/demo.yaml        # CPU demo: Tool-IQA on a tiny model, ~13 min on 2 cores
+python apps/train.py fit --config configs/demo.yaml        # CPU demo: Tool-IQA on a tiny model, ~6 min on 2 cores
 python apps/train.py fit --config configs/demo.yaml --config configs/demo/no_bate.yaml   # a demo ablation
 python apps/train.py fit --config configs/tooliqa.yaml     # the paper's run (GPUs, DeepSpeed)
 python apps/train.py fit --config configs/tooliqa.yaml --print_config

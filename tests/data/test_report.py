@@ -5,6 +5,7 @@ several were read out; scores rounded. No browser on this machine: the HTML is c
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -58,9 +59,9 @@ def test_report_draws_boxes_where_the_tools_cropped_and_shows_every_turn(tmp_pat
         {"kind": "action", "text": '<tool_call>{"name": "gamma_corrector"}</tool_call>', "view": None},
         {"kind": "final", "text": "<answer>4</answer>", "view": None},
     ]  # fmt: skip
-    record = {"dataset": "set", "image": str(image), "tool_calls": calls, "turns": turns}
-    (tmp_path / "trajectories.jsonl").write_text(json.dumps(record) + "\n")
     row = PredictionRow("set", str(image), 3.3333333, 3.6666666666666665, "ok", n_tool_calls=2, n_failed_calls=1)
+    record = {"dataset": "set", "image": str(image), "tool_calls": calls, "turns": turns}
+    (tmp_path / "trajectories.jsonl").write_text(json.dumps({**record, "prediction": dataclasses.asdict(row)}) + "\n")
     summary = SimpleNamespace(name="set", n_rows=1, metrics=None, note="")
     write_report(tmp_path / "report.html", tmp_path, [row], [summary], {key}, "t", samples=4)
     document = (tmp_path / "report.html").read_text()
