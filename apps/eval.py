@@ -15,19 +15,12 @@ from __future__ import annotations
 import errno
 import sys
 
-from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
-from tooliqa_trainer.evaluation import EvalJob, run_evaluation
+def build_parser():
+    """``--config`` YAML plus one flag per ``EvalJob`` field (``tooliqa_trainer.evaluation.build_parser``)."""
+    from tooliqa_trainer.evaluation import build_parser as evaluation_parser
 
-
-def build_parser() -> ArgumentParser:
-    """``--config`` YAML plus one flag per ``EvalJob`` field (``--protocol.tools``, ``--eval.batch_size``, …)."""
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(description=__doc__, default_config_files=[])
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML with any of the options below")
-    parser.add_argument("--data", nargs="+", type=str, required=True, help="datasets: NAME[/SPLIT]=ROOT[:LABELS] …")
-    parser.add_class_arguments(EvalJob, as_group=False, skip={"data"})
-    return parser
+    return evaluation_parser(__doc__)
 
 
 def _operator_errors() -> tuple[type[Exception], ...]:
@@ -41,8 +34,14 @@ def _operator_errors() -> tuple[type[Exception], ...]:
 
 
 def main(args: list[str] | None = None) -> None:
+    from tooliqa_trainer.cli_front import check
+
+    argv = sys.argv[1:] if args is None else args
+    check(argv, "eval")  # --help and unknown options before torch loads
+    from tooliqa_trainer.evaluation import EvalJob, run_evaluation
+
     parser = build_parser()
-    options = parser.instantiate(parser.parse_args(args)).as_dict()
+    options = parser.instantiate(parser.parse_args(argv)).as_dict()
     options.pop("config", None)
     try:
         job = EvalJob(**{**options, "data": tuple(options["data"])})

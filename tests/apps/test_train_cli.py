@@ -100,7 +100,7 @@ def test_resume_mistakes_are_one_line_errors(tmp_path):
         check_resume(tmp_path, None, model=None)
 
 
-@pytest.mark.parametrize("app", ["train", "score"])
+@pytest.mark.parametrize("app", ["train", "score", "eval"])
 def test_front_snapshot_is_the_real_parser(app):
     """cli_<app>.json (what --help prints and which options exist) equals what the real parser says; after a change
     to a config field or an app's docstring: python -m tooliqa_trainer.cli_front --write"""
@@ -154,3 +154,16 @@ def test_print_config_is_yaml_only_and_silent():
     config = yaml.safe_load(done.stdout)
     rubric = config["model"]["rollout"]["protocol"]["grammar"]["rubric"]
     assert rubric[0] == {"name": "Sharpness", "levels": ["Low", "Medium", "High"]}
+
+
+def test_eval_front_answers_before_torch(capsys):
+    """apps/eval.py --help and an unknown option are answered from the snapshot (issue 15 item 5, eval's half)."""
+    from tooliqa_trainer.cli_front import check
+
+    with pytest.raises(SystemExit) as exit_info:
+        check(["--protocol.tool", "none"], "eval")
+    assert exit_info.value.code == 2
+    assert "--protocol.tools" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        check(["--help"], "eval")
+    assert exit_info.value.code == 0 and "--ckpt" in capsys.readouterr().out

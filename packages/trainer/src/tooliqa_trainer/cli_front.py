@@ -1,4 +1,4 @@
-"""The fast front of ``apps/train.py`` and ``apps/score.py``: ``--help`` and the argument errors it can see, answered
+"""The fast front of ``apps/train.py``, ``apps/score.py`` and ``apps/eval.py``: ``--help`` and the argument errors it can see, answered
 before torch and Lightning load.
 
 Why: building the real parsers needs the config classes, and with them torch (≈ 5 s) and Lightning (≈ 17 s to import
@@ -24,7 +24,7 @@ from pathlib import Path
 
 __all__ = ["PROGS", "check", "snapshot", "snapshot_path"]
 
-PROGS = {"train": "train.py", "score": "score.py"}
+PROGS = {"train": "train.py", "score": "score.py", "eval": "eval.py"}
 """Each app's program name in usage lines (fixed, so the snapshot does not depend on how the app was launched)."""
 HELP_WIDTH = 120
 """Columns the help is formatted to (argparse reads ``COLUMNS``)."""
@@ -40,7 +40,7 @@ def check(argv: list[str], app: str) -> None:
     snap = json.loads(snapshot_path(app).read_text())
     prog = PROGS[app]
     subcommands = [name for name in snap["help"] if name]
-    if not subcommands:  # one parser (score.py): options and positionals
+    if not subcommands:  # one parser (score.py, eval.py): options and positionals
         if any(token in ("-h", "--help") for token in argv):
             _exit(snap["help"][""], 0)
         _check_options(argv, snap["options"][""], prog)
@@ -118,6 +118,10 @@ def _parsers(app: str, description: str | None) -> dict:
     """``{"": main parser, subcommand: its parser, …}``."""
     if app == "score":
         from tooliqa_trainer.score import build_parser
+
+        return {"": build_parser(description)}
+    if app == "eval":
+        from tooliqa_trainer.evaluation import build_parser
 
         return {"": build_parser(description)}
     from tooliqa_trainer.cli import TrainCLI, make_cli

@@ -65,6 +65,20 @@ class EvalJob:
         return RunMetadata(model=self.ckpt, seed=self.sampling.seed, settings=settings)
 
 
+def build_parser(description: str | None = None):
+    """``apps/eval.py``'s parser: ``--config`` YAML plus one flag per ``EvalJob`` field (``--protocol.tools``, …)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+    import tooliqa_trainer.config  # noqa: F401 (registers the rubric lines' YAML form, as for apps/train.py)
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    parser = ArgumentParser(prog="eval.py", description=description, default_config_files=[])
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML with any of the options below")
+    parser.add_argument("--data", nargs="+", type=str, required=True, help="datasets: NAME[/SPLIT]=ROOT[:LABELS] …")
+    parser.add_class_arguments(EvalJob, as_group=False, skip={"data"})
+    return parser
+
+
 def prepare(job: EvalJob) -> tuple[list[Dataset], RunMetadata]:
     """Everything that can be checked without the model, in one pass: ``--out``, ``--engine.device``, ``--ckpt``
     (folder, files, hub reachability), ``--data`` (specs, duplicates, label files), and whether ``--out`` may be
