@@ -92,6 +92,24 @@ def test_engine_seed_and_registry(tiny_model):
     assert "vllm" not in sys.modules  # the vllm engine is imported only when chosen
 
 
+def test_ranks_draw_different_samples(tiny_model, monkeypatch):
+    """The same request on rank 0 and rank 1 of a run: other samples (the call seed mixed with the rank; an offset
+    of rank << 32 would not do: a CPU generator keeps 32 bits), the same on rank 0 as alone."""
+    processor, model = tiny_model
+    chat = ChatTokens(processor, None)
+    im = image(8, 64, 64)
+    request = GenerationRequest(tuple(chat.expand(chat.first_prompt("Rate it."), [im])), (im,))
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=8, seed=3)
+    alone = HFEngine(model, processor)
+    assert alone.rank == 0
+    with monkeypatch.context() as patch:  # the engine is built on rank 1 of an initialised group
+        patch.setattr(torch.distributed, "is_initialized", lambda: True)
+        patch.setattr(torch.distributed, "get_rank", lambda: 1)
+        second = HFEngine(model, processor)
+    assert second.rank == 1
+    assert alone.generate([request], sampling)[0].token_ids != second.generate([request], sampling)[0].token_ids
+
+
 @torch.no_grad()
 def test_every_generation_config_end_token_finishes_a_turn(tiny_model):
     """The tiny kit's generation config ends on ``<|im_end|>`` and ``<|endoftext|>`` (as Qwen3-VL-8B-Instruct's): a

@@ -9,10 +9,13 @@ import dataclasses
 import io
 import json
 import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tooliqa_data.records import PredictionRow
@@ -40,7 +43,7 @@ def _images(document: str) -> list[np.ndarray]:
     return [np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))).convert("RGB")) for uri in uris]
 
 
-def test_report_draws_boxes_where_the_tools_cropped_and_shows_every_turn(tmp_path):
+def _write_report(tmp_path):
     image = tmp_path / "wide.png"
     Image.fromarray(np.full((400, 1000, 3), 128, dtype=np.uint8)).save(image)  # grey: any red is the outline
     key = ("set", str(image))
@@ -64,7 +67,11 @@ def test_report_draws_boxes_where_the_tools_cropped_and_shows_every_turn(tmp_pat
     (tmp_path / "trajectories.jsonl").write_text(json.dumps({**record, "prediction": dataclasses.asdict(row)}) + "\n")
     summary = SimpleNamespace(name="set", n_rows=1, metrics=None, note="")
     write_report(tmp_path / "report.html", tmp_path, [row], [summary], {key}, "t", samples=4)
-    document = (tmp_path / "report.html").read_text()
+    return tmp_path / "report.html"
+
+
+def test_report_draws_boxes_where_the_tools_cropped_and_shows_every_turn(tmp_path):
+    document = _write_report(tmp_path).read_text()
 
     balance = _Balance()
     balance.feed(document)
@@ -82,3 +89,20 @@ def test_report_draws_boxes_where_the_tools_cropped_and_shows_every_turn(tmp_pat
     assert document.count("<b>tool response</b>") == 2 and document.count("<b>model · ") == 4
     assert "sample 1 of 4 (its own answer: 4)" in document
     assert "score 3.667" in document and "3.6666" not in document and "MOS 3.333" in document
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no headless chromium here (Debian: apt install chromium)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    """The report as a browser draws it: the page renders (a screenshot), the red box and the dark tool view are on
+    it, and what the browser's DOM holds is the same document (every turn, the captions)."""
+    report = _write_report(tmp_path)
+    shot = tmp_path / "shot.png"
+    command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,2000"]
+    subprocess.run([*command, f"--screenshot={shot}", report.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
+    assert red.sum() > 100  # the magnifier's box outline, drawn on the original shown
+    assert ((pixels.sum(-1) < 30).sum()) > 64 * 64  # the (black) tool view is on the page
+    dom = subprocess.run([*command, "--dump-dom", report.as_uri()], check=True, capture_output=True, timeout=120)
+    text = dom.stdout.decode()
+    assert text.count("<b>tool response</b>") == 2 and "gamma_corrector failed: mode must be one of" in text

@@ -255,3 +255,4 @@ def test_vllm_engine_settings_on_every_rank(runs):
         assert "tensor_parallel_size is 2" in got["tensor_parallel_refused"]
     seeds = [seed for got in settings for seed in got["request_seeds"]]
     assert len(set(seeds)) == len(seeds) == 2 * WORLD, "two ranks must not sample with the same seeds"
+    assert len({seed & 0xFFFF_FFFF for seed in seeds}) == len(seeds)  # what a CPU torch.Generator keeps

@@ -46,3 +46,28 @@ def test_pixels_cut_after_a_sound_header_name_the_file_and_batch(tmp_path):
     with pytest.raises(CorruptImageError, match=r"3\.png: truncated or corrupt image data .*\(batch \d\); fix or"):
         for _ in module.train_dataloader():
             pass
+
+
+def test_an_image_the_processor_refuses_names_its_file_in_training(tmp_path):
+    """An image the agent cannot pre-size (an aspect ratio over the processor's bound) ends the step with an error
+    naming its file and dataset, not its position in the batch."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from tooliqa_data import IQAItem
+    from tooliqa_trainer import GRPOModule, RolloutConfig
+    from tooliqa_trainer.datamodule import ImageBatch
+
+    class Refusing:
+        def rollout(self, images, group_size, sampling):
+            raise ValueError("image 1: aspect ratio 250:1 is over the processor's 200:1")
+
+    items = (IQAItem(tmp_path / "a.png", 3.0, "kadid"), IQAItem(tmp_path / "thin.png", 2.0, "kadid"))
+    batch = ImageBatch(7, items, [torch.zeros(3, 32, 32, dtype=torch.uint8)] * 2, torch.tensor([3.0, 2.0]))
+    module = SimpleNamespace(
+        rollout_config=RolloutConfig(), global_step=7, agent=Refusing(), policy=torch.nn.Linear(1, 1)
+    )
+    with pytest.raises(ValueError, match=r"training step 7: .*thin\.png \(kadid\): aspect ratio 250:1"):
+        GRPOModule.rollout(module, batch)
+    assert module.policy.training  # the policy is back in train mode

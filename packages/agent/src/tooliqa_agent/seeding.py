@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["sample_seed"]
+__all__ = ["rank_seed", "sample_seed"]
 
 
 def sample_seed(seed: int, key: str, sample: int, turn: int = 0) -> int:
@@ -26,3 +26,11 @@ def sample_seed(seed: int, key: str, sample: int, turn: int = 0) -> int:
     # blake2b, not hash(): Python's str hash is salted per process, so ranks and resumes would disagree
     text = f"{int(seed)}\x00{key}\x00{int(sample)}\x00{int(turn)}".encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """``seed`` on rank 0; on another rank a seed hashed from (seed, rank), so ranks draw different samples.
+
+    Hashed, not offset by ``rank << 32``: a CPU ``torch.Generator`` keeps only a seed's low 32 bits, so such an
+    offset would leave every rank on the same stream."""
+    return seed if rank == 0 else sample_seed(seed, f"rank {rank}", 0)

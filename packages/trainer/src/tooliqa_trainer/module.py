@@ -231,6 +231,8 @@ class GRPOModule(L.LightningModule):
         self.policy.eval()
         try:
             return self.agent.rollout(list(batch.images), self.rollout_config.group_size, sampling)
+        except ValueError as err:  # an image the processor refuses (e.g. an extreme aspect ratio): name its file
+            raise ValueError(f"training step {self.global_step}: {_name_the_image(str(err), batch)}") from None
         finally:
             self.policy.train()
 
@@ -455,3 +457,13 @@ def _plain(value):
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _name_the_image(message: str, batch: ImageBatch) -> str:
+    """``Agent.rollout``'s "image 3: …" with the batch position replaced by the file and its label line's dataset."""
+    position, _, reason = message.partition(": ")
+    index = position.removeprefix("image ")
+    if not index.isdigit() or int(index) >= len(batch.items):
+        return message
+    item = batch.items[int(index)]
+    return f"{item.image} ({item.dataset}): {reason}"

@@ -8,7 +8,8 @@ the checkpoint's generation-config EOS ids), the set the ``vllm`` engine stops o
 
 Seeds: when every request carries its own ``seed`` (the evaluation's per-image seeds, ``tooliqa_agent.seeding``),
 each row samples from its own generator (:class:`_RowSampler`), so a row's tokens do not depend on its batch-mates;
-otherwise the whole call samples from one seed, ``sampling.seed`` plus a per-call counter (training rollouts).
+otherwise the whole call samples from one seed, ``sampling.seed`` plus a per-call counter (training rollouts), , mixed
+with the rank (:func:`tooliqa_agent.seeding.rank_seed`) so that the ranks of a multi-process run draw different samples.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from tooliqa_agent.engines.stops import end_token_ids
+from tooliqa_agent.seeding import rank_seed
 from tooliqa_agent.types import Completion, ConstraintFactory, EngineConfig, GenerationRequest, SamplingConfig
 from tooliqa_agent.vision import image_inputs
 
@@ -95,6 +97,9 @@ class HFEngine:
         self.seed_offset = 0
         """Generate calls so far: call k samples with ``sampling.seed + k`` (reproducible without a global RNG reset);
         a resumable run's state, checkpointed by the trainer."""
+        self.rank = _rank()
+        """This process's rank: a call's seed is ``rank_seed(sampling.seed + k, rank)``, so ranks draw different
+        samples (rank 0 and a single process: ``sampling.seed + k``)."""
 
     @classmethod
     def from_config(
@@ -171,7 +176,7 @@ class HFEngine:
         if per_row:  # the rows draw from their own generators: generate itself stays greedy
             processors.append(_RowSampler([r.seed for r in requests], sampling, self.device))
         sample = not greedy and not per_row
-        seed = sampling.seed + self.seed_offset
+        seed = rank_seed(sampling.seed + self.seed_offset, self.rank)
         self.seed_offset += 1
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -224,3 +229,9 @@ class HFEngine:
 
     def release(self) -> None:
         """Nothing to free: the model belongs to the caller."""
+
+
+def _rank() -> int:
+    """This process's rank in torch.distributed (0 when it is not initialised)."""
+    distributed = torch.distributed
+    return distributed.get_rank() if distributed.is_available() and distributed.is_initialized() else 0

@@ -35,6 +35,7 @@ import torch
 
 from tooliqa_agent.collate import vllm_prompt
 from tooliqa_agent.engines.stops import end_token_ids
+from tooliqa_agent.seeding import rank_seed
 from tooliqa_agent.types import Completion, EngineConfig, GenerationRequest, SamplingConfig
 from tooliqa_tools import tensor_to_pil
 
@@ -230,9 +231,10 @@ class VLLMEngine:
         self.seed_offset = 0
         """Requests issued so far: each gets its own seed (identical prompts sample differently); a resumable run's
         state, checkpointed by the trainer (per rank)."""
-        self.rank_seed = 0
-        """Added to every request's seed: ``rank << 32`` on rank ``rank`` (:meth:`from_config`), so ranks never sample
-        with the same seeds (their requests at the same index would otherwise draw the same random numbers)."""
+        self.rank = 0
+        """This process's rank (:meth:`from_config`): a request without its own seed gets ``rank_seed(sampling.seed +
+        seed_offset + index, rank)``, so ranks never sample with the same seeds (their requests at the same index
+        would otherwise draw the same random numbers)."""
 
     @classmethod
     def from_config(cls, config: EngineConfig, model=None, processor=None, max_images: int = 3) -> VLLMEngine:
@@ -260,7 +262,7 @@ class VLLMEngine:
             sleep_level=config.sleep_level,
             eos_token_ids=generation_eos(config.model),
         )
-        engine.rank_seed = rank << 32
+        engine.rank = rank
         engine._model()  # fail now, not at the first weight sync, if the in-process model is unreachable
         return engine
 
@@ -318,7 +320,8 @@ class VLLMEngine:
             if images:
                 prompt["multi_modal_data"] = {"image": [tensor_to_pil(image) for image in images]}
             prompts.append(prompt)
-            seed = request.seed if request.seed is not None else sampling.seed + self.rank_seed + self.seed_offset + index
+            own = request.seed is not None
+            seed = request.seed if own else rank_seed(sampling.seed + self.seed_offset + index, self.rank)
             params.append(self._params(request, sampling, seed, min(room, sampling.max_new_tokens)))
             rows.append(index)
         self.seed_offset += len(requests)
