@@ -167,3 +167,13 @@ def test_eval_front_answers_before_torch(capsys):
     with pytest.raises(SystemExit) as exit_info:
         check(["--help"], "eval")
     assert exit_info.value.code == 0 and "--ckpt" in capsys.readouterr().out
+
+
+def test_front_leaves_nested_keys_of_optional_dataclasses_to_the_parser():
+    """``--data.hidden_evidence.out_dir`` (a field of an optional dataclass, whose snapshot lists only ``.help``)
+    passes the front; a misspelled top-level key is still refused."""
+    from tooliqa_trainer.cli_front import check
+
+    check(["fit", "--data.hidden_evidence.out_dir", "runs/x", "--model.policy.tiny.max_pixels", "4096"], "train")
+    with pytest.raises(SystemExit):
+        check(["fit", "--data.hiden_evidence.out_dir", "runs/x"], "train")
