@@ -21,7 +21,6 @@ from tooliqa_agent.grammar import (
     build_grammars,
     turn_grammar,
 )
-from tooliqa_agent.tiny_model import TinyModelConfig, build_tokenizer
 from tooliqa_tools import ParamSpec, ToolSchema, make_toolkit
 
 GAMMA = ToolSchema(
@@ -38,18 +37,6 @@ RUBRIC = (
     "<answer>\nSharpness: High - crisp\nNoise: None - clean\nArtifacts: Minor - jpeg\nExposure: Good - even\n"
     "Saliency Visibility: Subject Clear - clear\n</answer>"
 )
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer(TinyModelConfig())
-
-
-@pytest.fixture(scope="module")
-def compiler(tokenizer):
-    stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer), stop_token_ids=[stop])
-    return xgr.GrammarCompiler(info)
 
 
 @pytest.fixture(scope="module")

@@ -7,24 +7,10 @@ import pytest
 import torch
 
 from tooliqa_agent.grammar import GrammarConfig, GrammarError, build_grammars
-from tooliqa_agent.tiny_model import TinyModelConfig, build_tokenizer
+from tooliqa_agent.tiny_model import TinyModelConfig
 
 from ._checks import one_thread  # noqa: F401 (autouse fixture)
 from .test_grammar import GAMMA, MAGNIFIER, accepts
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer(TinyModelConfig())
-
-
-@pytest.fixture(scope="module")
-def compiler(tokenizer):
-    import xgrammar as xgr
-
-    stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer), stop_token_ids=[stop])
-    return xgr.GrammarCompiler(info)
 
 
 def test_box_choices_make_the_box_a_menu(compiler, tokenizer):

@@ -101,6 +101,15 @@ class ImageBatch:
     def __init__(self, step: int, items: tuple[IQAItem, ...], images: list[torch.Tensor], mos: torch.Tensor) -> None:
         self.step, self.items, self.images, self.mos = step, items, images, mos
 
+    def name_the_image(self, message: str) -> str:
+        """``Agent.rollout``'s "image 3: …" with the batch position replaced by the file and its dataset."""
+        position, _, reason = message.partition(": ")
+        index = position.removeprefix("image ")
+        if not index.isdigit() or int(index) >= len(self.items):
+            return message
+        item = self.items[int(index)]
+        return f"{item.image} ({item.dataset}): {reason}"
+
 
 def plan_batch(sizes: Sequence[int], step: int, batch: int, seed: int) -> tuple[int, list[int]]:
     """Which dataset and which of its item indices make the global batch of ``step``.

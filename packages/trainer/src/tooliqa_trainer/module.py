@@ -45,7 +45,7 @@ from tooliqa_trainer.policy import engine_weights, load_policy, make_reference, 
 from tooliqa_trainer.ranks import deepspeed_settings, every_rank, own_entry
 from tooliqa_trainer.schedule import make_lr_lambda
 from tooliqa_trainer.scoring import reward_inputs, score_global_batch
-from tooliqa_trainer.tool_report import ValidationRow, calls_by_tool
+from tooliqa_trainer.tool_report import ValidationRow, trajectory_metrics
 from tooliqa_trainer.validation import HeldOutResult, held_out_result
 from tooliqa_trainer.zero3 import (
     check_zero3_dtype,
@@ -232,7 +232,7 @@ class GRPOModule(L.LightningModule):
         try:
             return self.agent.rollout(list(batch.images), self.rollout_config.group_size, sampling)
         except ValueError as err:  # an image the processor refuses (e.g. an extreme aspect ratio): name its file
-            raise ValueError(f"training step {self.global_step}: {_name_the_image(str(err), batch)}") from None
+            raise ValueError(f"training step {self.global_step}: {batch.name_the_image(str(err))}") from None
         finally:
             self.policy.train()
 
@@ -344,23 +344,17 @@ class GRPOModule(L.LightningModule):
         (``sync_dist``; a mean of equal-sized shares is the batch mean, the longest response a max), so the keys must
         be the same on every rank — every enabled tool's count is logged, 0 where this rank called none."""
         n = len(trajectories)
-        lengths = torch.tensor([t.num_output_tokens for t in trajectories], dtype=torch.float32)
-        calls = calls_by_tool(trajectories)
         metrics = {
             **rewards.stats.log("train/reward"),
             **loss.log("train"),
             "train/reward/total": rewards.total.float().mean().item(),
             "train/lr": self.lr_schedulers().get_last_lr()[0],
-            "train/tool_calls/successful": sum(t.num_successful_calls for t in trajectories) / n,
-            "train/tool_calls/failed": sum(t.num_failed_calls for t in trajectories) / n,
-            **{f"train/tool_calls/{name}": calls.get(name, 0) / n for name in self.agent.toolkit.names},
-            "train/parse_failures": sum(t.score is None for t in trajectories) / n,
-            "train/score_mean": _mean([t.score for t in trajectories if t.score is not None]),
-            "train/response_tokens/mean": lengths.mean().item(),
+            **trajectory_metrics(trajectories, self.agent.toolkit.names, "train"),
             **{f"time/{name}_s": seconds for name, seconds in timer.seconds.items()},
         }
         self.log_dict(metrics, batch_size=n, sync_dist=True)
-        self.log("train/response_tokens/max", lengths.max().item(), batch_size=n, sync_dist=True, reduce_fx="max")
+        longest = max(t.num_output_tokens for t in trajectories)
+        self.log("train/response_tokens/max", float(longest), batch_size=n, sync_dist=True, reduce_fx="max")
         progress = {"reward": metrics["train/reward/total"], "beta": loss.beta}
         if self.rollout_config.protocol.tools_on:  # the tool-use rate BATE shapes, and calls per image
             progress.update(rho=rewards.stats.rho, calls=metrics["train/tool_calls/successful"])
@@ -444,10 +438,6 @@ class GRPOModule(L.LightningModule):
                 torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
 def _plain(value):
     """Dataclasses → dicts, tuples → lists, recursively (for a checkpoint that loads with weights_only=True)."""
     if dataclasses.is_dataclass(value):
@@ -457,13 +447,3 @@ def _plain(value):
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
-
-
-def _name_the_image(message: str, batch: ImageBatch) -> str:
-    """``Agent.rollout``'s "image 3: …" with the batch position replaced by the file and its label line's dataset."""
-    position, _, reason = message.partition(": ")
-    index = position.removeprefix("image ")
-    if not index.isdigit() or int(index) >= len(batch.items):
-        return message
-    item = batch.items[int(index)]
-    return f"{item.image} ({item.dataset}): {reason}"

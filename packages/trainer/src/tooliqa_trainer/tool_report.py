@@ -14,7 +14,15 @@ from pathlib import Path
 from tooliqa_agent.trajectory import Trajectory
 from tooliqa_data import plcc, srcc
 
-__all__ = ["REWARD_PARTS", "ValidationRow", "call_selectivity", "calls_by_tool", "draw_curves", "tool_breakdown"]
+__all__ = [
+    "REWARD_PARTS",
+    "ValidationRow",
+    "call_selectivity",
+    "calls_by_tool",
+    "draw_curves",
+    "tool_breakdown",
+    "trajectory_metrics",
+]
 
 TOOL_SUBSET = {"gamma_corrector": "exposure_hidden", "magnifier": "scale_hidden"}
 """The subset on which each tool is the right one (``tooliqa_data.hidden``)."""
@@ -150,3 +158,19 @@ def calls_by_tool(trajectories: Sequence[Trajectory]) -> dict[str, int]:
             if turn.tool_ok:
                 counts[turn.call.name] = counts.get(turn.call.name, 0) + 1
     return counts
+
+
+def trajectory_metrics(trajectories: Sequence[Trajectory], tool_names: Sequence[str], prefix: str) -> dict[str, float]:
+    """Per-trajectory means of one step: calls (successful, failed, per enabled tool: 0 for one nobody called, so
+    every rank logs the same keys), parse failures, the mean parsed score and the mean response length."""
+    n = len(trajectories)
+    calls = calls_by_tool(trajectories)
+    scores = [t.score for t in trajectories if t.score is not None]
+    return {
+        f"{prefix}/tool_calls/successful": sum(t.num_successful_calls for t in trajectories) / n,
+        f"{prefix}/tool_calls/failed": sum(t.num_failed_calls for t in trajectories) / n,
+        **{f"{prefix}/tool_calls/{name}": calls.get(name, 0) / n for name in tool_names},
+        f"{prefix}/parse_failures": sum(t.score is None for t in trajectories) / n,
+        f"{prefix}/score_mean": sum(scores) / len(scores) if scores else float("nan"),
+        f"{prefix}/response_tokens/mean": sum(t.num_output_tokens for t in trajectories) / n,
+    }
