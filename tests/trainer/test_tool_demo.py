@@ -63,14 +63,6 @@ class ScriptedToolModule(GRPOModule):
         return rewards
 
 
-@pytest.fixture(scope="module")
-def demo_kit(tmp_path_factory):
-    from tooliqa_agent.tiny_model import TinyModelConfig, build_tiny_qwen3vl
-
-    config = TinyModelConfig(min_pixels=1024, max_pixels=4096, protocol_vocabulary=True, bpe_vocab_size=2000)
-    return build_tiny_qwen3vl(tmp_path_factory.mktemp("demo-kit"), config)
-
-
 def test_two_scripted_steps_show_the_tools_at_work(demo_kit, tmp_path):
     protocol = ProtocolConfig(
         tools="both",

@@ -281,6 +281,17 @@ class IQADataModule(L.LightningDataModule):
         )
         return torch.utils.data.DataLoader(dataset, batch_size=None)
 
+    def warm_start_batches(self, batch: int, epoch: int) -> Iterator[ImageBatch]:
+        """Every training image once in a seeded order per ``epoch``, this rank's share, ``batch`` images at a time
+        (``tooliqa_trainer.warm_start``). Every rank gets as many batches (a remainder under the world size is left
+        out of that epoch), so their gradient all-reduces pair up."""
+        rank, world = self._rank_world()
+        items = [item for items in self.train_sets for item in items]
+        order = random.Random(self.seed * 104_729 + epoch).sample(items, len(items))
+        mine = order[: len(order) - len(order) % world][rank::world]
+        for k in range(0, len(mine), batch):
+            yield _load(mine[k : k + batch], k // batch)
+
     def val_dataloader(self):
         if not self.val_items:
             return []

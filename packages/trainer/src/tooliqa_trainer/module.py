@@ -11,7 +11,9 @@ Algorithm choices (SPEC §5; TRL ``GRPOTrainer`` with ``importance_sampling_leve
   with one update per rollout the ratio is exactly 1 and the clip is inert (``inner_updates`` > 1 makes it bite);
 * β·KL_k3 per token to the reference (LoRA: adapters disabled; full fine-tune: a frozen copy of the initial model),
   β from a step-indexed schedule (paper 0.04 → 0.06 at optimizer step 340);
-* mean over each trajectory's tokens, then over trajectories; AdamW, warmup then constant lr, grad-norm clip 1.0.
+* mean over each trajectory's tokens, then over trajectories; AdamW, warmup then constant lr, grad-norm clip 1.0;
+* optionally (not the paper; the CPU demo) a supervised warm start of the written score before the first step
+  (``tooliqa_trainer.warm_start``), after which the KL reference is the warm-started policy.
 
 Manual optimization: one ``training_step`` = one rollout batch = ``ppo_epochs × minibatches`` optimizer steps;
 ``trainer.global_step`` counts optimizer steps, and β and lr are pure functions of it (exact on resume).
@@ -47,6 +49,7 @@ from tooliqa_trainer.schedule import make_lr_lambda
 from tooliqa_trainer.scoring import reward_inputs, score_global_batch
 from tooliqa_trainer.tool_report import ValidationRow, trajectory_metrics
 from tooliqa_trainer.validation import HeldOutResult, held_out_result
+from tooliqa_trainer.warm_start import WarmStartConfig, run_warm_start
 from tooliqa_trainer.zero3 import (
     check_zero3_dtype,
     check_zero3_setup,
@@ -71,6 +74,7 @@ class GRPOModule(L.LightningModule):
         optim: OptimConfig = OptimConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
         rewards: RewardConfig = RewardConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
         validation: ValidationConfig = ValidationConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
+        warm_start: WarmStartConfig = WarmStartConfig(),  # noqa: B008 (frozen dataclass: an immutable default)
     ) -> None:
         """
         Args:
@@ -80,12 +84,21 @@ class GRPOModule(L.LightningModule):
             optim: AdamW and the learning-rate schedule.
             rewards: weights of rank / format / BATE and BATE's shaping constants.
             validation: held-out scoring settings.
+            warm_start: supervised passes on the written score before GRPO (not the paper; the tiny demo's).
         """
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.policy_config, self.rollout_config, self.grpo, self.optim = policy, rollout, grpo, optim
         self.reward_config, self.validation_config = rewards, validation
+        self.warm_start = warm_start
+        if warm_start.epochs > 0 and policy.lora is not None and grpo.beta.max_value > 0:
+            raise ValueError(
+                "warm_start.epochs > 0 needs full fine-tuning when β > 0: a LoRA policy's reference is its base model "
+                "(adapters off), which cannot become the warm-started policy"
+            )
+        self._warm_reference: dict[str, torch.Tensor] | None = None
+        """The KL reference's weights after a warm start, from the checkpoint of a resumed run."""
         self.loss_fn = make_loss(grpo.loss, grpo.epsilon_low, grpo.epsilon_high)
         self.advantage_fn = make_advantage(grpo.advantage)
         self.beta_schedule = grpo.beta
@@ -182,6 +195,43 @@ class GRPOModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.sync_engine()
+        if self.warm_start.epochs > 0:
+            self.start_warm()
+
+    def start_warm(self) -> None:
+        """Run the warm start before step 0 and make the reference the warm policy (a resumed run: the
+        checkpoint's), then score the held-out set once more: the numbers GRPO starts from."""
+        if self.global_step > 0:
+            if self._warm_reference is not None and self._reference:
+                self._reference[0].load_state_dict(self._warm_reference)
+            self._warm_reference = None
+            return
+        if self.zero3 is not None or getattr(self.trainer.strategy, "deepspeed_engine", None) is not None:
+            raise ValueError("warm_start runs under one process or DDP; DeepSpeed keeps its own optimizer")
+        datamodule = self.trainer.datamodule
+
+        def batches(epoch: int):
+            for batch in datamodule.warm_start_batches(self.warm_start.batch_size, epoch):
+                yield datamodule.transfer_batch_to_device(batch, self.device, 0)
+
+        report = run_warm_start(self, batches, self.warm_start)
+        self.push_weights()
+        if self._reference:
+            self._reference[0].load_state_dict(self.policy.state_dict())
+        rank_zero_info(report.summary())
+        if self.trainer.is_global_zero:
+            for logger in self.loggers:
+                logger.log_metrics({"warm_start/loss": report.loss[-1], "warm_start/accuracy": report.accuracy[-1]}, 0)
+        if getattr(datamodule, "val_items", None):
+            self.held_out_pass()
+
+    def held_out_pass(self) -> None:
+        """The validation pass outside Lightning's loop (after the warm start), printed and logged the same way."""
+        datamodule = self.trainer.datamodule
+        for batch in datamodule.val_dataloader():
+            self.validation_step(datamodule.transfer_batch_to_device(batch, self.device, 0), 0)
+        self.on_validation_epoch_end()
+        self.policy.train()
 
     def sync_engine(self) -> None:
         """Build the engine if needed and push the policy's weights unless it already holds them: after a checkpoint
@@ -223,14 +273,18 @@ class GRPOModule(L.LightningModule):
         self.log_step(trajectories, rewards, loss_stats, timer)
 
     @torch.no_grad()
-    def rollout(self, batch: ImageBatch) -> list[list[Trajectory]]:
-        """``[B][G]`` trajectories, sampled in eval mode with a seed derived from the step (reproducible on resume)."""
+    def rollout(
+        self, batch: ImageBatch, group_size: int | None = None, seed_step: int | None = None
+    ) -> list[list[Trajectory]]:
+        """``[B][G]`` trajectories, sampled in eval mode with a seed derived from the step (reproducible on resume);
+        ``group_size`` and ``seed_step`` default to the rollout's G and the optimizer step."""
+        step = self.global_step if seed_step is None else seed_step
         sampling = dataclasses.replace(
-            self.rollout_config.sampling, seed=self.rollout_config.sampling.seed + 1_000_003 * self.global_step
+            self.rollout_config.sampling, seed=self.rollout_config.sampling.seed + 1_000_003 * step
         )
         self.policy.eval()
         try:
-            return self.agent.rollout(list(batch.images), self.rollout_config.group_size, sampling)
+            return self.agent.rollout(list(batch.images), group_size or self.rollout_config.group_size, sampling)
         except ValueError as err:  # an image the processor refuses (e.g. an extreme aspect ratio): name its file
             raise ValueError(f"training step {self.global_step}: {batch.name_the_image(str(err))}") from None
         finally:
@@ -412,6 +466,8 @@ class GRPOModule(L.LightningModule):
         # Plain types only, so resuming works with torch.load(weights_only=True), Lightning's default.
         checkpoint["hyper_parameters"] = _plain(dict(self.hparams))
         checkpoint["rng"] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+        if self.warm_start.epochs > 0 and self._reference:  # not the initial checkpoint's: a resume needs it
+            checkpoint["warm_reference"] = self._reference[0].state_dict()
         # the engine's per-call seed counter: without it a resumed run would replay the seeds of its first steps. One
         # per rank: ranks run different numbers of turns and requests, and only rank 0's checkpoint dict is written
         # (every rank builds it, so the gather is safe here)
@@ -430,6 +486,7 @@ class GRPOModule(L.LightningModule):
         saved = checkpoint.get("engine_seed_offset")
         self._engine_seed_offset = own_entry(saved, self.global_rank, self.trainer.world_size)
         self._restore_engine_seed()
+        self._warm_reference = checkpoint.get("warm_reference")
         rng = checkpoint.get("rng")
         if rng is not None:
             torch.set_rng_state(rng["torch"])
