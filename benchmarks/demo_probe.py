@@ -342,7 +342,7 @@ def main() -> None:
     parser.add_argument("--max_pixels", type=int, help="hidden/context: the kit's pixel budget (default view_side²)")
     parser.add_argument("--train_references", type=int, default=24, help="hidden: training references")
     parser.add_argument("--held_out_references", type=int, default=8, help="hidden: held-out references")
-    parser.add_argument("--dark_gain", type=float, default=0.1, help="hidden: exposure-hidden gain (the set's)")
+    parser.add_argument("--dark_gain", type=float, default=0.06, help="hidden: exposure-hidden gain (the set's)")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
     torch.set_num_threads(1)

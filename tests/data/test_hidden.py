@@ -63,7 +63,7 @@ def _levels(root, name: str) -> list[torch.Tensor]:
 def test_the_evidence_is_weak_in_the_original_view_and_clear_in_the_right_tools_view(tmp_path):
     make_hidden_evidence_set(tmp_path, 1, seed=0, config=HiddenEvidenceConfig())
     # exposure-hidden: the levels differ by a few grey values in the original, far more once brightened (γ = 0.5)
-    dark = _levels(tmp_path, "dark_contrast")
+    dark = _levels(tmp_path, "dark_detail")
     in_original = _level_spread(dark)
     brightened = _level_spread([gamma_correct(v, 0.5) for v in dark])
     assert in_original < 0.1 * _level_spread(_levels(tmp_path, "detail_a"))  # ≈ 1 grey value against 14

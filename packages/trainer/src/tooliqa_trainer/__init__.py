@@ -29,6 +29,7 @@ _EXPORTS = {
     "tooliqa_trainer.readout": ("READOUTS", "Readout"),
     "tooliqa_trainer.schedule": ("LR_SCHEDULES", "PiecewiseConstant"),
     "tooliqa_trainer.score": ("ScoreJob", "ScoredImage", "score_images"),
+    "tooliqa_trainer.warm_start": ("WarmStartConfig", "WarmStartReport"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

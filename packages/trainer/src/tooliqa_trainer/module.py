@@ -206,22 +206,9 @@ class GRPOModule(L.LightningModule):
                 self._reference[0].load_state_dict(self._warm_reference)
             self._warm_reference = None
             return
-        if self.zero3 is not None or getattr(self.trainer.strategy, "deepspeed_engine", None) is not None:
-            raise ValueError("warm_start runs under one process or DDP; DeepSpeed keeps its own optimizer")
-        datamodule = self.trainer.datamodule
-
-        def batches(epoch: int):
-            for batch in datamodule.warm_start_batches(self.warm_start.batch_size, epoch):
-                yield datamodule.transfer_batch_to_device(batch, self.device, 0)
-
-        report = run_warm_start(self, batches, self.warm_start)
-        self.push_weights()
-        if self._reference:
-            self._reference[0].load_state_dict(self.policy.state_dict())
+        report = run_warm_start(self, self.warm_start)
         rank_zero_info(report.summary())
-        if self.trainer.is_global_zero:
-            for logger in self.loggers:
-                logger.log_metrics({"warm_start/loss": report.loss[-1], "warm_start/accuracy": report.accuracy[-1]}, 0)
+        datamodule = self.trainer.datamodule
         if getattr(datamodule, "val_items", None):
             self.held_out_pass()
 

@@ -16,7 +16,7 @@ Off by default (``epochs: 0``, the paper); the CPU demo turns it on (``configs/d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -140,14 +140,22 @@ def score_cross_entropy(
     return loss, len(scored), hits
 
 
-def run_warm_start(module, batches: Callable[[int], Iterable], config: WarmStartConfig) -> WarmStartReport:
-    """The warm start's passes, on a :class:`~tooliqa_trainer.module.GRPOModule` set up for fitting.
+def run_warm_start(module, config: WarmStartConfig) -> WarmStartReport:
+    """The warm start's passes on a :class:`~tooliqa_trainer.module.GRPOModule` about to take step 0; then the engine
+    gets the warm weights and the KL reference becomes a copy of them. Logs its last epoch's loss and accuracy.
 
     Args:
-        module: the module (its policy, rollout, processor and ``manual_backward`` are used).
-        batches: ``epoch → ImageBatch``es of ``config.batch_size`` images covering this rank's training images once.
+        module: the module (its policy, rollout, processor, datamodule and ``manual_backward`` are used).
         config: the warm start.
     """
+    trainer, datamodule = module.trainer, module.trainer.datamodule
+    if module.zero3 is not None or getattr(trainer.strategy, "deepspeed_engine", None) is not None:
+        raise ValueError("warm_start runs under one process or DDP; DeepSpeed keeps its own optimizer")
+
+    def batches(epoch: int):
+        for batch in datamodule.warm_start_batches(config.batch_size, epoch):
+            yield datamodule.transfer_batch_to_device(batch, module.device, 0)
+
     params = [p for p in module.policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     digits = module.assessor.context.digits
@@ -179,4 +187,11 @@ def run_warm_start(module, batches: Callable[[int], Iterable], config: WarmStart
         losses.append(total / max(scored, 1))
         accuracies.append(hits / max(scored, 1))
     optimizer.zero_grad(set_to_none=True)
-    return WarmStartReport(tuple(losses), tuple(accuracies), steps)
+    module.push_weights()
+    if module._reference:
+        module._reference[0].load_state_dict(module.policy.state_dict())
+    report = WarmStartReport(tuple(losses), tuple(accuracies), steps)
+    if trainer.is_global_zero:
+        for logger in module.loggers:
+            logger.log_metrics({"warm_start/loss": report.loss[-1], "warm_start/accuracy": report.accuracy[-1]}, 0)
+    return report
