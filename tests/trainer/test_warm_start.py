@@ -14,7 +14,16 @@ from tooliqa_agent.grammar import GrammarConfig
 from tooliqa_agent.prompts import PromptConfig
 from tooliqa_agent.protocol import ProtocolConfig
 from tooliqa_agent.types import EngineConfig, SamplingConfig
-from tooliqa_trainer import DatasetSpec, GRPOConfig, GRPOModule, IQADataModule, OptimConfig, PolicyConfig, RolloutConfig
+from tooliqa_trainer import (
+    DatasetSpec,
+    GRPOConfig,
+    GRPOModule,
+    IQADataModule,
+    OptimConfig,
+    PolicyConfig,
+    RolloutConfig,
+    ToolReport,
+)
 from tooliqa_trainer.readout import leading_digit_position
 from tooliqa_trainer.warm_start import WarmStartConfig, digit_targets, score_cross_entropy
 
@@ -119,10 +128,12 @@ class ReferenceAtStart(L.Callback):
 def test_a_fit_warm_starts_before_step_zero_and_resumes_with_the_warm_reference(demo_kit, synthetic_root, tmp_path):
     seen = ReferenceAtStart()
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
+    report = ToolReport(out_dir=str(tmp_path / "report"))
     first = _module(demo_kit)
-    _fit(first, synthetic_root, tmp_path / "first", 1, [seen, checkpoint])
-    # the held-out set is scored before training, after the warm start, and at the end
+    _fit(first, synthetic_root, tmp_path / "first", 1, [seen, checkpoint, report])
+    # the held-out set is scored before training, after the warm start, and at the end; the curves show all three
     assert [r.step for r in first.held_out] == [0, 0, 1]
+    assert [point[0] for point in report.held_out] == [0, 0, 1]
     # step 0 starts from the warm policy, and the reference is that very policy (not the initial checkpoint)
     from transformers import AutoModelForImageTextToText
 

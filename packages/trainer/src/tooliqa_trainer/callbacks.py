@@ -76,6 +76,8 @@ class ToolReport(L.Callback):
         self.held_out: list[tuple[int, float, float]] = []
         """``(step, SRCC, PLCC)`` of every held-out pass; kept here (and in checkpoints) so a resumed run's curves
         start at step 0."""
+        self._inherited = 0  # how many of them came from a checkpoint (a resumed run re-scores their last step)
+        self._seen = 0  # how many of this process's ``pl_module.held_out`` results are in ``held_out``
         self.rho: list[tuple[int, float]] = []
         self.rewards: dict[str, list[tuple[int, float]]] = {part: [] for part in REWARD_PARTS}
 
@@ -84,6 +86,7 @@ class ToolReport(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.held_out = [tuple(point) for point in state_dict.get("held_out", [])]
+        self._inherited = len(self.held_out)
         self.rho = [tuple(point) for point in state_dict.get("rho", [])]
         self.rewards = {part: [tuple(p) for p in points] for part, points in state_dict.get("rewards", {}).items()}
 
@@ -103,10 +106,15 @@ class ToolReport(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.state.fn != "fit":  # a `validate` run on a run folder must not redraw its training curves
             return
+        # every pass since the last call: the module also scores outside Lightning's loop (after a warm start, a
+        # second point at step 0); a resumed run's sanity pass replaces the checkpoint's point at its step
         results = getattr(pl_module, "held_out", [])
-        if results:
-            last = results[-1]
-            self.held_out = [p for p in self.held_out if p[0] != last.step] + [(last.step, last.srcc, last.plcc)]
+        fresh = [(r.step, r.srcc, r.plcc) for r in results[self._seen :]]
+        self._seen = len(results)
+        steps = {step for step, _, _ in fresh}
+        inherited = [p for p in self.held_out[: self._inherited] if p[0] not in steps]
+        self.held_out = inherited + self.held_out[self._inherited :] + fresh
+        self._inherited = len(inherited)
         self._draw(trainer, pl_module)
 
     def _draw(self, trainer, pl_module) -> Path:
