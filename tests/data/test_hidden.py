@@ -78,3 +78,34 @@ def test_the_evidence_is_weak_in_the_original_view_and_clear_in_the_right_tools_
     for box in ([0, 0, 500, 500], [500, 250, 1000, 750], [100, 600, 350, 850]):
         crops = [magnify(v, box, config)[0] for v in fine]
         assert _level_spread(crops) > 5 * _level_spread(global_views)
+
+
+def test_a_reader_never_sees_half_a_file_while_the_set_is_rewritten(tmp_path):
+    """Ablations started side by side rewrite the same set while the others read it: every read decodes whole, and
+    no temporary file is left."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    make_hidden_evidence_set(tmp_path, 1, seed=0)
+    paths = sorted((tmp_path / "images").iterdir())
+    done, failures = threading.Event(), []
+
+    def read_until_done():
+        while not done.is_set():
+            for path in paths:
+                try:
+                    with Image.open(path) as image:
+                        image.load()
+                except OSError as err:  # a truncated or empty file
+                    failures.append(f"{path.name}: {err}")
+
+    reader = threading.Thread(target=read_until_done)
+    reader.start()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: make_hidden_evidence_set(tmp_path, 1, seed=0), range(4)))
+    done.set()
+    reader.join()
+    assert not failures, failures[:3]
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from tooliqa_data.items import IQAItem
-from tooliqa_data.synthetic import LEVELS, level_mos, make_reference
+from tooliqa_data.synthetic import LEVELS, level_mos, make_reference, save_atomically, write_manifest
 
 SUBSETS: tuple[str, ...] = ("plain", "exposure_hidden", "scale_hidden")
 """The subsets, in manifest order."""
@@ -129,13 +129,10 @@ def make_hidden_evidence_set(
         for distortion, subset, render in _variants(ref, seed, config):
             for level in range(1, LEVELS + 1):
                 relative = f"images/r{ref:03d}_{distortion}_{level}.png"
-                render(level).save(out_dir / relative, format="PNG")
+                save_atomically(render(level), out_dir / relative, format="PNG")
                 rows.append((relative, level_mos(level), f"r{ref:03d}", distortion, level, subset))
                 items.append(IQAItem(out_dir / relative, level_mos(level), name))
-    with (out_dir / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "mos", "reference", "distortion", "level", "subset"])
-        writer.writerows(rows)
+    write_manifest(out_dir / "manifest.csv", ["image", "mos", "reference", "distortion", "level", "subset"], rows)
     return items
 
 

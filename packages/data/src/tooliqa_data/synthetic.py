@@ -16,6 +16,8 @@ Layout written under ``out_dir``: ``images/r003_blur_2.png`` (JPEG-compressed le
 from __future__ import annotations
 
 import csv
+import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,7 +242,7 @@ def make_synthetic_set(
         reference = make_reference(rng, width, height)
         if references:
             relative = f"images/r{ref:03d}_reference_0.png"
-            reference.save(out_dir / relative, format="PNG")
+            save_atomically(reference, out_dir / relative, format="PNG")
             rows.append((relative, level_mos(0), f"r{ref:03d}", "reference", 0))
             items.append(IQAItem(out_dir / relative, level_mos(0), name))
         for d_index, d_name in enumerate(names):
@@ -252,15 +254,31 @@ def make_synthetic_set(
                 relative = f"images/r{ref:03d}_{d_name}_{level}"
                 if distortion.jpeg_quality is not None:
                     relative += ".jpg"
-                    image.save(out_dir / relative, format="JPEG", quality=distortion.jpeg_quality[level - 1])
+                    quality = distortion.jpeg_quality[level - 1]
+                    save_atomically(image, out_dir / relative, format="JPEG", quality=quality)
                 else:
                     relative += ".png"
-                    image.save(out_dir / relative, format="PNG")
+                    save_atomically(image, out_dir / relative, format="PNG")
                 mos = level_mos(level)
                 rows.append((relative, mos, f"r{ref:03d}", d_name, level))
                 items.append(IQAItem(out_dir / relative, mos, name))
-    with (out_dir / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "mos", "reference", "distortion", "level"])
-        writer.writerows(rows)
+    write_manifest(out_dir / "manifest.csv", ["image", "mos", "reference", "distortion", "level"], rows)
     return items
+
+
+def save_atomically(image: Image.Image, path: Path, **options) -> None:
+    """Save ``image`` through a temporary file of this process and thread, then ``os.replace``: two runs writing the
+    same set at once (ablations started side by side) never let a reader see half a file; their bytes are the same."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    image.save(tmp, **options)
+    os.replace(tmp, path)
+
+
+def write_manifest(path: Path, header: list[str], rows: list[tuple]) -> None:
+    """The manifest CSV, atomically like :func:`save_atomically`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
