@@ -41,8 +41,10 @@ REPLIES = {
     ],
 }
 RIGHT = {"plain": "original", "exposure_hidden": "gamma", "scale_hidden": "magnifier"}
-PROMPTS = dict(rubric="Assess Sharpness, Noise, Artifacts, Exposure and Saliency Visibility.",
-               gate="Answer with a score, or call one tool.")  # fmt: skip  (configs/demo.yaml's)
+PROMPTS = dict(
+    rubric="Assess Sharpness, Noise, Artifacts, Exposure and Saliency Visibility.",
+    gate="Answer with a score, or call one tool.",
+)  # fmt: skip  (configs/demo.yaml's)
 
 
 def conversations(processor, protocol, images) -> list:
