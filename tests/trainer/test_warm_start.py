@@ -74,6 +74,12 @@ def test_cross_entropy_reads_the_score_digit_where_it_was_written(demo_kit):
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    # nothing to score: a zero loss that still reaches every weight (DDP waits for every gradient)
+    model.zero_grad(set_to_none=True)
+    zero, scored, _ = score_cross_entropy(model, trajectories[1:], targets[1:], processor, DIGITS, temperature=0.5)
+    zero.backward()
+    assert scored == 0 and zero.item() == 0.0
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters() if p.requires_grad)
 
 
 def _module(path, epochs=2):

@@ -118,15 +118,16 @@ def score_cross_entropy(
         temperature: the sampling temperature the logits are divided by (SPEC §5).
 
     Returns:
-        The summed loss over scored trajectories (a 0-dim tensor with grad, 0 when none was scored), how many were
+        The summed loss over scored trajectories (a 0-dim tensor with grad; 0 when none was scored), how many were
         scored, and how many of those put their most probable digit on the target's heaviest one.
     """
     tokenizer = processor.tokenizer
     located = [(i, leading_digit_position(t, tokenizer)) for i, t in enumerate(trajectories)]
     scored = [(i, p) for i, p in located if p is not None]
     device = next(model.parameters()).device
-    if not scored:
-        return torch.zeros((), device=device, requires_grad=True), 0, 0.0
+    if not scored:  # a zero that still reaches every trainable weight: DDP's reducer waits for all of their grads
+        zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+        return zero, 0, 0.0
     batch = collate([trajectories[i] for i, _ in scored], processor, tokenizer.pad_token_id).to(device)
     # logits only where a digit is predicted: [n, K, V] with K ≤ n positions, not [n, L, V]
     kept, column = torch.unique(torch.tensor([p - 1 for _, p in scored], device=device), return_inverse=True)
