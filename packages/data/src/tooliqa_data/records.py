@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tooliqa_data.assessment import Assessment
+from tooliqa_data.atomic import replace_atomically
 
 PREDICTIONS = "predictions.csv"
 TRAJECTORIES = "trajectories.jsonl"
@@ -166,19 +167,9 @@ def read_journal(out_dir: Path) -> dict[tuple[str, str], tuple[PredictionRow, di
     return found
 
 
-def _replace_atomically(path: Path, write) -> None:
-    """Write ``path`` through a temporary file and ``os.replace``: readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def write_json_atomically(path: Path, document: object) -> None:
     """``path`` ← ``document`` as indented JSON, atomically (a kill leaves the old file or the new, never empty)."""
-    _replace_atomically(path, lambda handle: handle.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n"))
+    replace_atomically(path, lambda handle: handle.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n"))
 
 
 class PredictionWriter:
@@ -203,8 +194,8 @@ class PredictionWriter:
             writer.writerow(COLUMNS)
             writer.writerows(_row_cells(row) for row, _ in entries)
 
-        _replace_atomically(self.jsonl_path, journal)
-        _replace_atomically(self.csv_path, table)
+        replace_atomically(self.jsonl_path, journal)
+        replace_atomically(self.csv_path, table)
         self._csv = self.csv_path.open("a", newline="", encoding="utf-8")
         self._jsonl = self.jsonl_path.open("a", encoding="utf-8")
         self._writer = csv.writer(self._csv)

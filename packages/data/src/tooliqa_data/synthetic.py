@@ -16,8 +16,6 @@ Layout written under ``out_dir``: ``images/r003_blur_2.png`` (JPEG-compressed le
 from __future__ import annotations
 
 import csv
-import os
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from tooliqa_data.atomic import replace_atomically
 from tooliqa_data.items import IQAItem
 
 LEVELS = 5
@@ -267,18 +266,17 @@ def make_synthetic_set(
 
 
 def save_atomically(image: Image.Image, path: Path, **options) -> None:
-    """Save ``image`` through a temporary file of this process and thread, then ``os.replace``: two runs writing the
-    same set at once (ablations started side by side) never let a reader see half a file; their bytes are the same."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    image.save(tmp, **options)
-    os.replace(tmp, path)
+    """Save ``image`` whole (:func:`~tooliqa_data.atomic.replace_atomically`): two runs writing the same set at once
+    (ablations started side by side) never let a reader see half a file; their bytes are the same."""
+    replace_atomically(path, lambda handle: image.save(handle, **options), binary=True)
 
 
 def write_manifest(path: Path, header: list[str], rows: list[tuple]) -> None:
-    """The manifest CSV, atomically like :func:`save_atomically`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with tmp.open("w", newline="") as handle:
+    """The manifest CSV, whole like :func:`save_atomically`."""
+
+    def write(handle) -> None:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-    os.replace(tmp, path)
+
+    replace_atomically(path, write)
