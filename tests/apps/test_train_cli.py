@@ -69,7 +69,7 @@ def test_every_shipped_config_saves_a_config_that_parses_back(configs, monkeypat
     """What SaveRunConfig writes (and --ckpt_path / --config <run>/config.yaml read back) is the same run: the
     rubric's lines used to be written as "Unable to serialize instance RubricAttribute(...)". The overlays add no
     types of their own: the stand-alone configs cover every field."""
-    from tooliqa_trainer.module import _plain
+    from tooliqa_trainer.checkpoint_state import plain as _plain
 
     monkeypatch.chdir(tmp_path)
     cli = _cli(*configs)

@@ -28,12 +28,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from tooliqa_trainer.callbacks import StepProgressBar, ToolReport
+from tooliqa_trainer.checkpoint_state import plain
 from tooliqa_trainer.cli_front import PROGS
 from tooliqa_trainer.cli_help import HelpFormatter
 from tooliqa_trainer.datamodule import IQADataModule
 from tooliqa_trainer.errors import UsageError
 from tooliqa_trainer.export import ExportHF
-from tooliqa_trainer.module import GRPOModule, _plain
+from tooliqa_trainer.module import GRPOModule
 
 __all__ = ["CHECKPOINTS", "CONFIG", "SaveRunConfig", "TrainCLI", "check_data", "check_resume", "rollout_batches"]
 
@@ -158,7 +159,7 @@ def check_resume(root: str | os.PathLike, ckpt_path: str | None, model: GRPOModu
         raise UsageError(f"--ckpt_path {ckpt_path}: no such file (a run's checkpoints are in <run>/{CHECKPOINTS}/)")
     saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters")
     if saved is not None:
-        diffs = _differences(_plain(dict(model.hparams)), saved, "model")
+        diffs = _differences(plain(dict(model.hparams)), saved, "model")
         if diffs:
             shown = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, old, new in diffs[:4])
             more = f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else ""

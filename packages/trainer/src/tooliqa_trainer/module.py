@@ -22,8 +22,6 @@ Manual optimization: one ``training_step`` = one rollout batch = ``ppo_epochs ×
 from __future__ import annotations
 
 import dataclasses
-import random
-from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -39,15 +37,23 @@ from tooliqa_agent.types import Engine
 from tooliqa_rewards import RewardConfig, RewardOutput
 from tooliqa_trainer.advantages import make_advantage
 from tooliqa_trainer.assessor import AgentAssessor
+from tooliqa_trainer.checkpoint_state import plain, restore_rng, rng_state
 from tooliqa_trainer.config import GRPOConfig, OptimConfig, PolicyConfig, RolloutConfig, ValidationConfig
 from tooliqa_trainer.datamodule import ImageBatch
 from tooliqa_trainer.loss import LossStats, make_loss
 from tooliqa_trainer.microbatch import StepTimer, chunks, pad_rows
-from tooliqa_trainer.policy import engine_weights, load_policy, make_reference, reference_mode, token_logprobs
-from tooliqa_trainer.ranks import deepspeed_settings, every_rank, own_entry
+from tooliqa_trainer.policy import (
+    engine_weights,
+    frozen_logprobs,
+    load_policy,
+    make_reference,
+    reference_mode,
+    token_logprobs,
+)
+from tooliqa_trainer.ranks import accumulation_boundary, deepspeed_settings, every_rank, own_entry
 from tooliqa_trainer.schedule import make_lr_lambda
 from tooliqa_trainer.scoring import reward_inputs, score_global_batch
-from tooliqa_trainer.tool_report import ValidationRow, trajectory_metrics
+from tooliqa_trainer.tool_report import ValidationRow, step_metrics
 from tooliqa_trainer.validation import HeldOutResult, held_out_result
 from tooliqa_trainer.warm_start import WarmStartConfig, run_warm_start
 from tooliqa_trainer.zero3 import (
@@ -300,15 +306,18 @@ class GRPOModule(L.LightningModule):
         # exactly 1, as TRL) and no extra forward is needed.
         if self.grpo.recompute_old_logprobs and self.grpo.inner_updates > 1:
             with timer("old_logprobs"):
-                old = self.frozen_logprobs(trajectories, self.policy, temperature)
+                old = frozen_logprobs(self.policy, trajectories, *self._frozen_args(temperature))
         if beta > 0:
             with (
                 timer("ref_logprobs"),
                 reference_mode(self.policy, self._reference[0] if self._reference else None) as model,
             ):
-                ref = self.frozen_logprobs(trajectories, model, temperature)
+                ref = frozen_logprobs(model, trajectories, *self._frozen_args(temperature))
         with timer("update"):
             return self._optimize(trajectories, advantages, old, ref, beta, temperature)
+
+    def _frozen_args(self, temperature: float) -> tuple:
+        return self.processor, self.pad_id, self.grpo.micro_batch_size, self.device, temperature
 
     def _optimize(self, trajectories, advantages, old, ref, beta: float, temperature: float) -> LossStats:
         """The inner loop: epochs × minibatches optimizer steps, each accumulating over micro-batches."""
@@ -319,7 +328,7 @@ class GRPOModule(L.LightningModule):
                 optimizer.zero_grad()
                 micro_batches = list(chunks(minibatch, self.grpo.micro_batch_size))
                 for k, micro in enumerate(micro_batches):
-                    self._accumulation_boundary(k == len(micro_batches) - 1)
+                    accumulation_boundary(self.trainer, k == len(micro_batches) - 1)
                     policy_batch = collate([trajectories[i] for i in micro], self.processor, self.pad_id).to(
                         self.device
                     )
@@ -353,29 +362,6 @@ class GRPOModule(L.LightningModule):
             **{f.name: sum(getattr(s, f.name) for s in stats) / len(stats) for f in dataclasses.fields(LossStats)}
         )
 
-    @torch.no_grad()
-    def frozen_logprobs(self, trajectories: Sequence[Trajectory], model: torch.nn.Module, temperature: float):
-        """Per-trajectory ``[L_i]`` log-probs under ``model`` without grad (π_old or the reference), micro-batched."""
-        out: list[torch.Tensor] = []
-        for micro in chunks(range(len(trajectories)), self.grpo.micro_batch_size):
-            batch = collate([trajectories[i] for i in micro], self.processor, self.pad_id).to(self.device)
-            logprobs = token_logprobs(model, batch.model_inputs(), batch.input_ids, temperature)
-            out.extend(row[: len(trajectories[i].input_ids)] for row, i in zip(logprobs, micro))
-        return out
-
-    def _accumulation_boundary(self, is_last: bool) -> None:
-        """Under DeepSpeed (GAS = 1 with manual optimization), only the last micro-batch's backward may reduce.
-
-        The policy is called directly, not through ``DeepSpeedEngine.forward``, so what that forward does first is
-        done here: ZeRO's optimizer counts micro-steps there (deepspeed 0.19 ``engine.py`` ``forward`` →
-        ``clear_backward_seen_flag``; ``zero/stage3.py``: micro-step 0 copies a gradient partition, later ones add).
-        Without it ZeRO-3 kept only the last micro-batch's gradients (two CPU ranks: cosine 0.96 to the true update)."""
-        engine = getattr(self.trainer.strategy, "deepspeed_engine", None)
-        if engine is not None:
-            engine.set_gradient_accumulation_boundary(is_last)
-            if hasattr(engine.optimizer, "clear_backward_seen_flag"):
-                engine.optimizer.clear_backward_seen_flag()
-
     def log_step(
         self, trajectories: list[Trajectory], rewards: RewardOutput, loss: LossStats, timer: StepTimer
     ) -> None:
@@ -385,14 +371,8 @@ class GRPOModule(L.LightningModule):
         (``sync_dist``; a mean of equal-sized shares is the batch mean, the longest response a max), so the keys must
         be the same on every rank — every enabled tool's count is logged, 0 where this rank called none."""
         n = len(trajectories)
-        metrics = {
-            **rewards.stats.log("train/reward"),
-            **loss.log("train"),
-            "train/reward/total": rewards.total.float().mean().item(),
-            "train/lr": self.lr_schedulers().get_last_lr()[0],
-            **trajectory_metrics(trajectories, self.agent.toolkit.names, "train"),
-            **{f"time/{name}_s": seconds for name, seconds in timer.seconds.items()},
-        }
+        lr = self.lr_schedulers().get_last_lr()[0]
+        metrics = step_metrics(trajectories, rewards, loss, timer.seconds, lr, self.agent.toolkit.names)
         self.log_dict(metrics, batch_size=n, sync_dist=True)
         longest = max(t.num_output_tokens for t in trajectories)
         self.log("train/response_tokens/max", float(longest), batch_size=n, sync_dist=True, reduce_fx="max")
@@ -451,16 +431,14 @@ class GRPOModule(L.LightningModule):
     # ----------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Plain types only, so resuming works with torch.load(weights_only=True), Lightning's default.
-        checkpoint["hyper_parameters"] = _plain(dict(self.hparams))
-        checkpoint["rng"] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+        checkpoint["hyper_parameters"] = plain(dict(self.hparams))
+        checkpoint["rng"] = rng_state()
         if self.warm_start.epochs > 0 and self._reference:  # not the initial checkpoint's: a resume needs it
             checkpoint["warm_reference"] = self._reference[0].state_dict()
         # the engine's per-call seed counter: without it a resumed run would replay the seeds of its first steps. One
         # per rank: ranks run different numbers of turns and requests, and only rank 0's checkpoint dict is written
         # (every rank builds it, so the gather is safe here)
         checkpoint["engine_seed_offset"] = every_rank(getattr(self.engine, "seed_offset", None))
-        if torch.cuda.is_available():
-            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def _restore_engine_seed(self) -> None:
         engine = getattr(self, "engine", None)
@@ -474,20 +452,4 @@ class GRPOModule(L.LightningModule):
         self._engine_seed_offset = own_entry(saved, self.global_rank, self.trainer.world_size)
         self._restore_engine_seed()
         self._warm_reference = checkpoint.get("warm_reference")
-        rng = checkpoint.get("rng")
-        if rng is not None:
-            torch.set_rng_state(rng["torch"])
-            random.setstate((3, tuple(rng["python"]), None))
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-
-
-def _plain(value):
-    """Dataclasses → dicts, tuples → lists, recursively (for a checkpoint that loads with weights_only=True)."""
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+        restore_rng(checkpoint.get("rng"))

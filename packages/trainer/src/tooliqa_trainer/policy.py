@@ -12,10 +12,11 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from tooliqa_agent.collate import collate
 from tooliqa_trainer.config import PolicyConfig
 from tooliqa_trainer.zero3 import gathered, reset_partitioned_lora, zero3_loading_active
 
-__all__ = ["engine_weights", "load_policy", "make_reference", "reference_mode", "token_logprobs"]
+__all__ = ["engine_weights", "frozen_logprobs", "load_policy", "make_reference", "reference_mode", "token_logprobs"]
 
 
 def load_policy(config: PolicyConfig):
@@ -111,6 +112,20 @@ def token_logprobs(model: nn.Module, inputs: dict[str, Tensor], input_ids: Tenso
     # gather − logsumexp avoids materialising a second [N, L, V] log_softmax tensor (V = 151,936 for Qwen3-VL).
     logprobs = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return torch.nn.functional.pad(logprobs, (1, 0))
+
+
+@torch.no_grad()
+def frozen_logprobs(
+    model: nn.Module, trajectories, processor, pad_id: int, micro_batch: int, device, temperature: float
+):
+    """Per-trajectory ``[L_i]`` log-probs under ``model`` without grad (π_old or the reference), micro-batched."""
+    out: list[Tensor] = []
+    for start in range(0, len(trajectories), micro_batch):
+        micro = trajectories[start : start + micro_batch]
+        batch = collate(list(micro), processor, pad_id).to(device)
+        logprobs = token_logprobs(model, batch.model_inputs(), batch.input_ids, temperature)
+        out.extend(row[: len(t.input_ids)] for row, t in zip(logprobs, micro))
+    return out
 
 
 def engine_weights(model: nn.Module, zero3: bool = False) -> Iterator[tuple[str, Tensor]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["deepspeed_settings", "every_rank", "own_entry"]
+__all__ = ["accumulation_boundary", "deepspeed_settings", "every_rank", "own_entry"]
 
 
 def every_rank(value) -> list:
@@ -56,3 +56,18 @@ def deepspeed_settings(trainer, grad_clip: float) -> None:
             f"{grad_clip}: DeepSpeed does the clipping, so set both to the same value (or drop gradient_clipping)"
         )
     config.setdefault("train_micro_batch_size_per_gpu", 1)
+
+
+def accumulation_boundary(trainer, is_last: bool) -> None:
+    """Under DeepSpeed (GAS = 1 with manual optimization), only the last micro-batch's backward may reduce.
+
+    The policy is called directly, not through ``DeepSpeedEngine.forward``, so what that forward does first is
+    done here: ZeRO's optimizer counts micro-steps there (deepspeed 0.19 ``engine.py`` ``forward`` →
+    ``clear_backward_seen_flag``; ``zero/stage3.py``: micro-step 0 copies a gradient partition, later ones add).
+    Without it ZeRO-3 kept only the last micro-batch's gradients (two CPU ranks: cosine 0.96 to the true update).
+    Nothing to do without DeepSpeed."""
+    engine = getattr(trainer.strategy, "deepspeed_engine", None)
+    if engine is not None:
+        engine.set_gradient_accumulation_boundary(is_last)
+        if hasattr(engine.optimizer, "clear_backward_seen_flag"):
+            engine.optimizer.clear_backward_seen_flag()

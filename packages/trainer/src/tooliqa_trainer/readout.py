@@ -21,7 +21,15 @@ from tooliqa_agent.collate import collate
 from tooliqa_agent.protocol import score_numeral
 from tooliqa_agent.trajectory import Trajectory
 
-__all__ = ["READOUTS", "Readout", "ReadoutContext", "expected_scores", "leading_digit_position", "sampled_scores"]
+__all__ = [
+    "READOUTS",
+    "Readout",
+    "ReadoutContext",
+    "digit_logits",
+    "expected_scores",
+    "leading_digit_position",
+    "sampled_scores",
+]
 
 Readout = Callable[[Sequence[Sequence[Trajectory]], "ReadoutContext"], list[float | None]]
 """``(groups [B][G], context) -> [B]`` predicted scores (None: no valid sample)."""
@@ -73,12 +81,35 @@ def leading_digit_position(trajectory: Trajectory, tokenizer) -> int | None:
     return None
 
 
+def digit_logits(
+    model: nn.Module, trajectories: Sequence[Trajectory], positions: Sequence[int], processor, digits: Sequence[int]
+) -> torch.Tensor:
+    """Raw logits of the score's leading digits where each trajectory wrote its digit (teacher-forced over its own
+    tokens; grad flows unless the caller disables it).
+
+    Args:
+        trajectories: n trajectories.
+        positions: each one's :func:`leading_digit_position`.
+        digits: the D leading digits the score range admits.
+
+    Returns:
+        ``[n, D]`` float logits (model dtype); logits are computed only at the n positions, not ``[n, L, V]``.
+    """
+    tokenizer = processor.tokenizer
+    device = next(model.parameters()).device
+    batch = collate(list(trajectories), processor, tokenizer.pad_token_id).to(device)
+    kept, column = torch.unique(torch.tensor([p - 1 for p in positions], device=device), return_inverse=True)
+    logits = model(**batch.model_inputs(), use_cache=False, logits_to_keep=kept).logits  # [n, K, V], K ≤ n
+    digit_ids = torch.tensor([int(tokenizer.convert_tokens_to_ids(str(d))) for d in digits], device=device)
+    return logits[torch.arange(len(positions), device=device), column][:, digit_ids]
+
+
 @torch.no_grad()
 def expected_scores(
     groups: Sequence[Sequence[Trajectory]], context: ReadoutContext, micro_batch: int = 16
 ) -> list[float | None]:
-    """Mean probability-weighted score per image (None where no sample parsed). Shapes: logits ``[N, L, V]`` per
-    micro-batch; the digit distribution ``[N, len(digits)]``."""
+    """Mean probability-weighted score per image (None where no sample parsed). Shapes: the digit distribution
+    ``[N, len(digits)]`` per micro-batch (:func:`digit_logits`)."""
     if context.model is None:
         raise ValueError("readout 'expected' needs the policy as a torch module (use the hf engine)")
     tokenizer = context.processor.tokenizer
@@ -90,17 +121,12 @@ def expected_scores(
         if p is None and t.score is not None:
             per_image[b].append(t.score)  # nothing to read out: keep the sampled score
     device = next(context.model.parameters()).device
-    digit_ids = torch.tensor([int(tokenizer.convert_tokens_to_ids(str(d))) for d in context.digits], device=device)
     values = torch.tensor(context.digits, dtype=torch.float32, device=device)
-    pad_id = tokenizer.pad_token_id
     for k in range(0, len(readable), micro_batch):
         chunk = readable[k : k + micro_batch]
-        batch = collate([t for _, t, _ in chunk], context.processor, pad_id).to(device)
-        # logits only where a digit is predicted: [n, K, V] with K ≤ n positions, not [n, L, V]
-        kept, column = torch.unique(torch.tensor([p - 1 for _, _, p in chunk], device=device), return_inverse=True)
-        logits = context.model(**batch.model_inputs(), use_cache=False, logits_to_keep=kept).logits
-        rows = torch.arange(len(chunk), device=device)
-        probabilities = logits[rows, column][:, digit_ids].float().softmax(-1)  # [n, digits], temperature 1
+        logits = digit_logits(context.model, [t for _, t, _ in chunk], [p for _, _, p in chunk], context.processor,
+                              context.digits)  # fmt: skip
+        probabilities = logits.float().softmax(-1)  # [n, digits], temperature 1
         expectation = (probabilities * values).sum(-1).tolist()
         for (b, t, _), expected in zip(chunk, expectation):
             sampled_digit = int(t.score)  # the located number is the parsed score, integer part one digit

@@ -174,3 +174,17 @@ def trajectory_metrics(trajectories: Sequence[Trajectory], tool_names: Sequence[
         f"{prefix}/score_mean": sum(scores) / len(scores) if scores else float("nan"),
         f"{prefix}/response_tokens/mean": sum(t.num_output_tokens for t in trajectories) / n,
     }
+
+
+def step_metrics(trajectories: Sequence[Trajectory], rewards, loss, seconds: Mapping[str, float], lr: float,
+                 tool_names: Sequence[str]) -> dict[str, float]:  # fmt: skip
+    """One training step's flat metrics: rewards and ρ (``RewardOutput``), the loss stats (``LossStats``), the
+    learning rate, per-trajectory tool and length metrics, and the step's time split."""
+    return {
+        **rewards.stats.log("train/reward"),
+        **loss.log("train"),
+        "train/reward/total": rewards.total.float().mean().item(),
+        "train/lr": lr,
+        **trajectory_metrics(trajectories, tool_names, "train"),
+        **{f"time/{name}_s": value for name, value in seconds.items()},
+    }

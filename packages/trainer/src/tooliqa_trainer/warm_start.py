@@ -22,10 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from tooliqa_agent.collate import collate
 from tooliqa_agent.trajectory import Trajectory
 from tooliqa_trainer.microbatch import chunks
-from tooliqa_trainer.readout import leading_digit_position
+from tooliqa_trainer.readout import digit_logits, leading_digit_position
 
 __all__ = ["WarmStartConfig", "WarmStartReport", "digit_targets", "run_warm_start", "score_cross_entropy"]
 
@@ -121,20 +120,14 @@ def score_cross_entropy(
         The summed loss over scored trajectories (a 0-dim tensor with grad; 0 when none was scored), how many were
         scored, and how many of those put their most probable digit on the target's heaviest one.
     """
-    tokenizer = processor.tokenizer
-    located = [(i, leading_digit_position(t, tokenizer)) for i, t in enumerate(trajectories)]
+    located = [(i, leading_digit_position(t, processor.tokenizer)) for i, t in enumerate(trajectories)]
     scored = [(i, p) for i, p in located if p is not None]
     device = next(model.parameters()).device
     if not scored:  # a zero that still reaches every trainable weight: DDP's reducer waits for all of their grads
         zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
         return zero, 0, 0.0
-    batch = collate([trajectories[i] for i, _ in scored], processor, tokenizer.pad_token_id).to(device)
-    # logits only where a digit is predicted: [n, K, V] with K ≤ n positions, not [n, L, V]
-    kept, column = torch.unique(torch.tensor([p - 1 for _, p in scored], device=device), return_inverse=True)
-    logits = model(**batch.model_inputs(), use_cache=False, logits_to_keep=kept).logits
-    digit_ids = torch.tensor([int(tokenizer.convert_tokens_to_ids(str(d))) for d in digits], device=device)
-    rows = torch.arange(len(scored), device=device)
-    log_probs = (logits[rows, column][:, digit_ids].float() / temperature).log_softmax(-1)  # [n, D]
+    logits = digit_logits(model, [trajectories[i] for i, _ in scored], [p for _, p in scored], processor, digits)
+    log_probs = (logits.float() / temperature).log_softmax(-1)  # [n, D]
     wanted = targets[[i for i, _ in scored]].to(device)
     loss = -(wanted * log_probs).sum()
     hits = (log_probs.argmax(-1) == wanted.argmax(-1)).float().sum().item()
