@@ -7,7 +7,9 @@ One launch runs the three strategies in turn in the same two processes (``import
 the one-rank reference runs in this process meanwhile. DDP goes first and brings up the process group, which the
 DeepSpeed runs reuse: DeepSpeed's own CPU start-up (its shared-memory all-reduce) hangs when two "nodes" share a
 host, which only this test's layout does. Marked ``ranks``: ``pytest -m ranks`` runs them alone, ``-m "not ranks"``
-skips them. Measured: 139 s wall, 183 CPU-s (all three processes) on the shared 2-core machine at load ≈ 2."""
+skips them. The workers start first and import (~30 s: lightning pulls in torchmetrics, torchvision, torch._dynamo)
+while this process builds the kit and the data; they start when the spec file appears. Measured alone on the idle
+2-core machine: 55–71 s (`pytest -m ranks tests/distributed`; 88–135 s before the early launch)."""
 
 from __future__ import annotations
 
@@ -43,13 +45,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(spec: dict, world: int, nodes: int) -> list[subprocess.Popen]:
+def launch(spec_file: Path, world: int, nodes: int) -> list[subprocess.Popen]:
     """Start ``world`` worker processes with the environment torchrun (or a SLURM / multi-node wrapper) gives each:
-    global, local and group (node) ranks, master address and port."""
+    global, local and group (node) ranks, master address and port. They import while the caller builds the kit and
+    the data, and start when :func:`release` writes ``spec_file``."""
     per_node = world // nodes
-    spec_file = Path(spec["out"]) / "spec.json"
-    spec_file.parent.mkdir(parents=True, exist_ok=True)
-    spec_file.write_text(json.dumps(spec))
     port = str(_free_port())
     processes = []
     for rank in range(world):
@@ -71,6 +71,13 @@ def launch(spec: dict, world: int, nodes: int) -> list[subprocess.Popen]:
             subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         )
     return processes
+
+
+def release(spec_file: Path, spec: dict) -> None:
+    """Hand the launched workers their spec (renamed into place: a worker never reads half a file)."""
+    partial = spec_file.with_suffix(".partial")
+    partial.write_text(json.dumps(spec))
+    partial.replace(spec_file)
 
 
 def wait(processes: list[subprocess.Popen], timeout: float = 600) -> list[str]:
@@ -97,18 +104,26 @@ def data_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_model_dir, data_root, tmp_path_factory) -> dict:
+def runs(request, tmp_path_factory) -> dict:
     """The 2-rank launch (2 nodes × 1 process; every run of ``RUNS`` in turn) and, while it runs, the one-rank
     reference in this process. Returns the output folders and each rank's output split by run."""
-    base = {"kit": str(tiny_model_dir), "data": str(data_root), "val_items": VAL_ITEMS}
     two = tmp_path_factory.mktemp("two-ranks")
-    processes = launch({**base, "out": str(two), "devices": 1, "num_nodes": 2, "batch_size": GLOBAL_BATCH // WORLD,
-                        "runs": RUNS, "vllm": True}, world=WORLD, nodes=2)  # fmt: skip
+    spec_file = two / "spec.json"
+    processes = launch(spec_file, world=WORLD, nodes=2)  # first: their imports overlap the kit's build
     try:
+        tiny_model_dir, data_root = (request.getfixturevalue(name) for name in ("tiny_model_dir", "data_root"))
+        base = {"kit": str(tiny_model_dir), "data": str(data_root), "val_items": VAL_ITEMS}
+        release(spec_file, {**base, "out": str(two), "devices": 1, "num_nodes": 2, "batch_size": GLOBAL_BATCH // WORLD,
+                            "runs": RUNS, "vllm": True})  # fmt: skip
         sys.path.insert(0, str(WORKER.parent))
         from worker import main
+    except BaseException:
+        for process in processes:
+            process.kill()
+        raise
     finally:
-        sys.path.remove(str(WORKER.parent))
+        if str(WORKER.parent) in sys.path:
+            sys.path.remove(str(WORKER.parent))
     one = tmp_path_factory.mktemp("one-rank")
     threads = torch.get_num_threads()
     try:
@@ -159,13 +174,16 @@ def _check_against_one_rank(one: Path, out: Path, steps: int, world: int = WORLD
 
 
 def _check_resume(out: Path, ranks: list[dict], steps: int, world: int = WORLD) -> None:
-    """Resumed from step 1: the same images per rank, the same engine counters per rank, the same final weights."""
+    """Resumed from step 1: the same images per rank, the same engine counters and generator states per rank, the
+    same final weights."""
     for r, rank in enumerate(ranks):
+        assert rank["resumed_start_rng"] == rank["steps"][0]["rng"], f"rank {r} resumed with another RNG state"
         for key in ("images", "seed_offset"):  # the engine's per-rank counter must come back for each rank
             assert [s[key] for s in rank["resumed_steps"]] == [s[key] for s in rank["steps"][1:]], (r, key)
         final, resumed = _weights(out, "first", steps, r), _weights(out, "resumed", steps, r)
         assert all(torch.equal(final[name], resumed[name]) for name in final), f"rank {r} resumed differently"
     assert len({rank["steps"][0]["seed_offset"] for rank in ranks}) == world, "ranks serve different request counts"
+    assert len({rank["steps"][0]["rng"] for rank in ranks}) == world, "ranks' generators must differ to tell them apart"
 
 
 def _check_validation(one: Path, ranks: list[dict], outputs: list[str]) -> None:

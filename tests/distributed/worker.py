@@ -8,15 +8,17 @@ ZeRO-3 over gloo) with a scripted engine whose replies depend only on the image,
 the rank or the call), so one rank × B images and N ranks × B/N images must agree: a checkpoint after every step, a
 CSV logger, the HF export and a held-out pass at the end, then optionally a second fit resumed from step
 ``resume_from``'s checkpoint. Each rank writes ``<name>/rank<r>.json`` (images per step, rewards, advantages,
-engine counters, validation items and results) and ``<name>/weights_<phase>_step<k>_rank<r>.pt``; with
+engine counters, generator states, validation items and results) and ``<name>/weights_<phase>_step<k>_rank<r>.pt``; with
 ``spec["vllm"]`` also ``vllm<r>.json``, the vllm engine's per-rank settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -93,6 +95,7 @@ class ProbeModule(GRPOModule):
 
     def rollout(self, batch):
         self.engine.group = self.rollout_config.group_size
+        torch.rand(1 + self.global_rank)  # ranks draw different amounts, as samplers of different images do
         return super().rollout(batch)
 
     def validation_step(self, batch, batch_idx):
@@ -114,6 +117,12 @@ class ProbeModule(GRPOModule):
         return super().update(trajectories, advantages, beta, timer)
 
 
+def rng_digest() -> str:
+    """torch's and Python's generator states, hashed (without drawing from them)."""
+    state = torch.get_rng_state().numpy().tobytes() + repr(random.getstate()).encode()
+    return hashlib.sha256(state).hexdigest()[:16]
+
+
 class Probe(L.Callback):
     """Per-rank records and weights after every optimizer step."""
 
@@ -122,8 +131,12 @@ class Probe(L.Callback):
         self.steps: list[dict] = []
         self.val_items: list[str] = []
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start_rng = rng_digest()
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.steps.append({**pl_module.record, "seed_offset": pl_module.engine.seed_offset})
+        # before ModelCheckpoint's hook (Lightning runs checkpoint callbacks last): the state the checkpoint saves
+        self.steps.append({**pl_module.record, "seed_offset": pl_module.engine.seed_offset, "rng": rng_digest()})
         # the project's gathered weight stream (the vLLM push): whole tensors under ZeRO-3 too, on every rank
         stream = engine_weights(pl_module.policy, zero3=pl_module.zero3 is not None)
         weights = {name: tensor.detach().clone() for name, tensor in stream}
@@ -246,6 +259,7 @@ def fit_and_resume(spec: dict, run: dict) -> dict:
         ckpt = next((out / "ckpt").glob(f"*step={run['resume_from']}.ckpt"))
         _, resumed_probe, _ = _fit(spec, run, out, "resumed", ckpt_path=str(ckpt))
         record["resumed_steps"] = resumed_probe.steps
+        record["resumed_start_rng"] = resumed_probe.start_rng
     (out / f"rank{rank}.json").write_text(json.dumps(record))
     print(f"[worker] rank {rank}: {run['name']} done at {time.time():.1f}", flush=True)
     return record
@@ -304,7 +318,17 @@ def main(spec: dict) -> list[dict]:
     return records
 
 
+def wait_for_spec(spec_file: Path, timeout: float = 600) -> dict:
+    """The spec, once the launcher has written it (this process was started before the kit was built)."""
+    deadline = time.monotonic() + timeout
+    while not spec_file.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{spec_file}: no spec after {timeout:.0f} s")
+        time.sleep(0.05)
+    return json.loads(spec_file.read_text())
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(json.loads(Path(sys.argv[1]).read_text()))
+    main(wait_for_spec(Path(sys.argv[1])))
     os._exit(0)  # skip interpreter teardown of the process group and loader threads (seconds on a busy machine)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import torch
 
+from tooliqa_trainer.checkpoint_state import rank_rng_state, restore_rng, rng_state
 from tooliqa_trainer.ranks import deepspeed_settings, every_rank, own_entry
 
 
@@ -33,3 +35,15 @@ def test_deepspeed_settings_carry_the_clip_and_a_micro_batch():
         deepspeed_settings(SimpleNamespace(strategy=kept), grad_clip=1.0)
     deepspeed_settings(SimpleNamespace(strategy=SimpleNamespace()), grad_clip=1.0)  # not DeepSpeed: nothing to do
     deepspeed_settings(None, grad_clip=1.0)
+
+
+def test_rank_rng_state_round_trips_this_ranks_generators():
+    torch.manual_seed(1)
+    first = rng_state()
+    torch.rand(3)
+    second = rng_state()
+    restore_rng(rank_rng_state([first, second], rank=1, world_size=2))
+    assert torch.equal(torch.get_rng_state(), second["torch"])
+    restore_rng(rank_rng_state(first, rank=1, world_size=2))  # a checkpoint written before the states were per rank
+    assert torch.equal(torch.get_rng_state(), first["torch"])
+    assert rank_rng_state([first, second], rank=0, world_size=4) is None  # world size changed: keep the seeded state

@@ -8,7 +8,7 @@ import random
 
 import torch
 
-__all__ = ["plain", "restore_rng", "rng_state"]
+__all__ = ["plain", "restore_rng", "rng_state", "rank_rng_state"]
 
 
 def plain(value):
@@ -28,6 +28,16 @@ def rng_state() -> dict:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def rank_rng_state(saved, rank: int, world_size: int) -> dict | None:
+    """This rank's entry of the per-rank states a checkpoint holds (``[rank 0's, rank 1's, …]``, as
+    :func:`~tooliqa_trainer.ranks.every_rank` gathers them). A single state (a checkpoint written before the states
+    were per rank) applies to every rank; when the world size changed the ranks cannot be matched up, so nothing is
+    restored and every rank keeps its seeded generators."""
+    if not isinstance(saved, list):
+        return saved
+    return saved[rank] if len(saved) == world_size else None
 
 
 def restore_rng(state: dict | None) -> None:

@@ -279,7 +279,7 @@ class IQADataModule(L.LightningDataModule):
         dataset = _TrainBatches(
             self.train_sets, self.batch_size, self.seed, lambda: self.position, self.steps, rank, world
         )
-        return torch.utils.data.DataLoader(dataset, batch_size=None)
+        return torch.utils.data.DataLoader(dataset, batch_size=None, generator=self._loader_generator())
 
     def warm_start_batches(self, batch: int, epoch: int) -> Iterator[ImageBatch]:
         """Every training image once in a seeded order per ``epoch``, this rank's share, ``batch`` images at a time
@@ -297,8 +297,15 @@ class IQADataModule(L.LightningDataModule):
             return []
         rank, world = self._rank_world()
         return torch.utils.data.DataLoader(
-            _HeldOutBatches(self.val_items, self.val_batch_size, rank, world), batch_size=None
+            _HeldOutBatches(self.val_items, self.val_batch_size, rank, world),
+            batch_size=None,
+            generator=self._loader_generator(),
         )
+
+    def _loader_generator(self) -> torch.Generator:
+        # Without its own generator every new loader iterator draws a seed from the global one, so a resumed run
+        # (a new training iterator at step k) would go on from another random state than the uninterrupted run.
+        return torch.Generator().manual_seed(self.seed)
 
     def transfer_batch_to_device(self, batch: ImageBatch, device: torch.device, dataloader_idx: int) -> ImageBatch:
         # Images go to the policy's device: the tools run there (GPU-side ops on a GPU run).

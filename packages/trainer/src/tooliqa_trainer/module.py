@@ -37,7 +37,7 @@ from tooliqa_agent.types import Engine
 from tooliqa_rewards import RewardConfig, RewardOutput
 from tooliqa_trainer.advantages import make_advantage
 from tooliqa_trainer.assessor import AgentAssessor
-from tooliqa_trainer.checkpoint_state import plain, restore_rng, rng_state
+from tooliqa_trainer.checkpoint_state import plain, rank_rng_state, restore_rng, rng_state
 from tooliqa_trainer.config import GRPOConfig, OptimConfig, PolicyConfig, RolloutConfig, ValidationConfig
 from tooliqa_trainer.datamodule import ImageBatch
 from tooliqa_trainer.loss import LossStats, make_loss
@@ -432,12 +432,12 @@ class GRPOModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Plain types only, so resuming works with torch.load(weights_only=True), Lightning's default.
         checkpoint["hyper_parameters"] = plain(dict(self.hparams))
-        checkpoint["rng"] = rng_state()
         if self.warm_start.epochs > 0 and self._reference:  # not the initial checkpoint's: a resume needs it
             checkpoint["warm_reference"] = self._reference[0].state_dict()
-        # the engine's per-call seed counter: without it a resumed run would replay the seeds of its first steps. One
-        # per rank: ranks run different numbers of turns and requests, and only rank 0's checkpoint dict is written
-        # (every rank builds it, so the gather is safe here)
+        # Per rank: ranks sample different numbers of tokens, turns and requests, and only rank 0's checkpoint dict
+        # is written (every rank builds it, so the gathers are safe here). The engine's per-call seed counter: without
+        # it a resumed run would replay the seeds of its first steps.
+        checkpoint["rng"] = every_rank(rng_state())
         checkpoint["engine_seed_offset"] = every_rank(getattr(self.engine, "seed_offset", None))
 
     def _restore_engine_seed(self) -> None:
@@ -452,4 +452,4 @@ class GRPOModule(L.LightningModule):
         self._engine_seed_offset = own_entry(saved, self.global_rank, self.trainer.world_size)
         self._restore_engine_seed()
         self._warm_reference = checkpoint.get("warm_reference")
-        restore_rng(checkpoint.get("rng"))
+        restore_rng(rank_rng_state(checkpoint.get("rng"), self.global_rank, self.trainer.world_size))
