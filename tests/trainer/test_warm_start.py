@@ -155,3 +155,40 @@ def test_a_fit_warm_starts_before_step_zero_and_resumes_with_the_warm_reference(
     _fit(resumed, synthetic_root, tmp_path / "resumed", 2, [resumed_seen], ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert all(torch.equal(resumed_seen.reference[k], seen.reference[k]) for k in seen.reference)
     assert [r.step for r in resumed.held_out] == [2]  # no second warm start: its held-out pass would add step 1
+
+
+def test_scripted_actions_take_every_view_in_turn_after_the_policys_own_rubric(demo_kit):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from tooliqa_agent.engines import make_engine
+    from tooliqa_agent.rollout import Agent
+    from tooliqa_trainer.warm_actions import ScriptedActions, action_menu
+
+    processor = AutoProcessor.from_pretrained(demo_kit)
+    model = AutoModelForImageTextToText.from_pretrained(demo_kit, dtype=torch.float32).eval()
+    boxes = ((0, 0, 500, 500), (250, 250, 750, 750))
+    grammar = GrammarConfig(max_thinking_chars=0, max_note_chars=0, max_gap_chars=0, score_decimals=0, box_choices=boxes)
+    protocol = ProtocolConfig(tools="both", rubric=True, structured=True, grammar=grammar)
+    engine = make_engine(EngineConfig(name="hf", device="cpu", canonical_forced_text=True), model=model, processor=processor)
+    asked = []
+    inner_generate = engine.generate
+    engine.generate = lambda requests, sampling: asked.extend(r.kind for r in requests) or inner_generate(requests, sampling)
+    toolkit = Agent(engine, processor, protocol).toolkit
+    menu = action_menu([toolkit.tool(name).schema() for name in toolkit.names], protocol)
+    assert [len(kind) for kind in menu] == [1, *(2 for _ in toolkit.names)]  # answer; 2 boxes; brighten, darken
+    agent = Agent(ScriptedActions(engine, processor, menu, first_gate=1), processor, protocol)
+    images = [(torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(i)) * 255).to(torch.uint8) for i in (0, 1)]
+    groups = agent.rollout(images, 6, SamplingConfig(temperature=1.0, max_new_tokens=200, seed=1))
+    assert set(asked) == {"rubric"}, "only the rubric note is the policy's own"
+    calls = {name: [] for name in toolkit.names}
+    for t, trajectory in enumerate(t for group in groups for t in group):
+        assert trajectory.failure is None and trajectory.score == 3.0
+        assert trajectory.turns[1].text == menu[t % 3][(t // 3) % len(menu[t % 3])]
+        if t % 3:  # a tool: its view reaches the model's inputs, then the answer
+            assert trajectory.turns[1].tool_ok and len(trajectory.images) == 2
+            calls[trajectory.turns[1].call.name].append(trajectory.turns[1].text)
+        else:
+            assert trajectory.num_tool_calls == 0 and len(trajectory.images) == 1
+    assert all(len(set(made)) == 2 for made in calls.values()), calls  # every argument set of every tool
+    with pytest.raises(ValueError, match="magnifier.bbox_2d has no menu"):
+        action_menu([toolkit.tool("magnifier").schema()], ProtocolConfig(tools="both", grammar=GrammarConfig()))

@@ -267,17 +267,19 @@ class GRPOModule(L.LightningModule):
 
     @torch.no_grad()
     def rollout(
-        self, batch: ImageBatch, group_size: int | None = None, seed_step: int | None = None
+        self, batch: ImageBatch, group_size: int | None = None, seed_step: int | None = None, agent: Agent | None = None
     ) -> list[list[Trajectory]]:
         """``[B][G]`` trajectories, sampled in eval mode with a seed derived from the step (reproducible on resume);
-        ``group_size`` and ``seed_step`` default to the rollout's G and the optimizer step."""
+        ``group_size``, ``seed_step`` and ``agent`` default to the rollout's G, the optimizer step and the module's
+        agent (the warm start's scripted actions bring their own)."""
         step = self.global_step if seed_step is None else seed_step
         sampling = dataclasses.replace(
             self.rollout_config.sampling, seed=self.rollout_config.sampling.seed + 1_000_003 * step
         )
         self.policy.eval()
         try:
-            return self.agent.rollout(list(batch.images), group_size or self.rollout_config.group_size, sampling)
+            agent = agent or self.agent
+            return agent.rollout(list(batch.images), group_size or self.rollout_config.group_size, sampling)
         except ValueError as err:  # an image the processor refuses (e.g. an extreme aspect ratio): name its file
             raise ValueError(f"training step {self.global_step}: {batch.name_the_image(str(err))}") from None
         finally:

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from tooliqa_agent.rollout import Agent
 from tooliqa_agent.trajectory import Trajectory
 from tooliqa_trainer.microbatch import chunks
 from tooliqa_trainer.readout import digit_logits, leading_digit_position
+from tooliqa_trainer.warm_actions import ScriptedActions, action_menu
 
 __all__ = ["WarmStartConfig", "WarmStartReport", "digit_targets", "run_warm_start", "score_cross_entropy"]
 
@@ -43,6 +46,11 @@ class WarmStartConfig:
     """AdamW learning rate of the warm start (its own optimizer: GRPO's starts fresh after it)."""
     mos_range: tuple[float, float] = (1.0, 5.0)
     """The training labels' MOS range, mapped linearly onto the protocol's score range for the targets."""
+    actions: Literal["own", "each"] = "own"
+    """What the trajectories do after their own rubric note. "own": the policy samples its actions (each view at the
+    random policy's own rates). "each": a script answers at once or calls each enabled tool with each argument its
+    grammar offers, in turn over the trajectories, then answers (``tooliqa_trainer.warm_actions``), so every view is
+    read equally often on every image; never depending on the image, it still teaches nothing about when to call."""
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.group_size < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -134,6 +142,15 @@ def score_cross_entropy(
     return loss, len(scored), hits
 
 
+def _scripted_agent(module) -> Agent:
+    """The module's protocol over :class:`~tooliqa_trainer.warm_actions.ScriptedActions` (rubric turns: its engine)."""
+    protocol = module.rollout_config.protocol
+    toolkit = module.agent.toolkit
+    schemas = [toolkit.tool(name).schema() for name in toolkit.names] if protocol.tools_on else []
+    engine = ScriptedActions(module.engine, module.processor, action_menu(schemas, protocol), int(protocol.rubric))
+    return Agent(engine, module.processor, protocol)
+
+
 def run_warm_start(module, config: WarmStartConfig) -> WarmStartReport:
     """The warm start's passes on a :class:`~tooliqa_trainer.module.GRPOModule` about to take step 0; then the engine
     gets the warm weights and the KL reference becomes a copy of them. Logs its last epoch's loss and accuracy.
@@ -150,6 +167,7 @@ def run_warm_start(module, config: WarmStartConfig) -> WarmStartReport:
         for batch in datamodule.warm_start_batches(config.batch_size, epoch):
             yield datamodule.transfer_batch_to_device(batch, module.device, 0)
 
+    agent = _scripted_agent(module) if config.actions == "each" else None
     params = [p for p in module.policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     digits = module.assessor.context.digits
@@ -158,7 +176,7 @@ def run_warm_start(module, config: WarmStartConfig) -> WarmStartReport:
     for epoch in range(config.epochs):
         total, scored, hits = 0.0, 0, 0.0
         for batch in batches(epoch):
-            groups = module.rollout(batch, group_size=config.group_size, seed_step=-1 - steps)
+            groups = module.rollout(batch, group_size=config.group_size, seed_step=-1 - steps, agent=agent)
             trajectories = [t for group in groups for t in group]
             targets = digit_targets(batch.mos.cpu(), config.mos_range, digits)  # [B, D]
             targets = targets.repeat_interleave(config.group_size, dim=0)  # [B·G, D], row-major like trajectories
