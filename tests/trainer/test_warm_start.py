@@ -167,12 +167,18 @@ def test_scripted_actions_take_every_view_in_turn_after_the_policys_own_rubric(d
     processor = AutoProcessor.from_pretrained(demo_kit)
     model = AutoModelForImageTextToText.from_pretrained(demo_kit, dtype=torch.float32).eval()
     boxes = ((0, 0, 500, 500), (250, 250, 750, 750))
-    grammar = GrammarConfig(max_thinking_chars=0, max_note_chars=0, max_gap_chars=0, score_decimals=0, box_choices=boxes)
+    grammar = GrammarConfig(
+        max_thinking_chars=0, max_note_chars=0, max_gap_chars=0, score_decimals=0, box_choices=boxes
+    )
     protocol = ProtocolConfig(tools="both", rubric=True, structured=True, grammar=grammar)
-    engine = make_engine(EngineConfig(name="hf", device="cpu", canonical_forced_text=True), model=model, processor=processor)
+    engine = make_engine(
+        EngineConfig(name="hf", device="cpu", canonical_forced_text=True), model=model, processor=processor
+    )
     asked = []
     inner_generate = engine.generate
-    engine.generate = lambda requests, sampling: asked.extend(r.kind for r in requests) or inner_generate(requests, sampling)
+    engine.generate = lambda requests, sampling: (
+        asked.extend(r.kind for r in requests) or inner_generate(requests, sampling)
+    )
     toolkit = Agent(engine, processor, protocol).toolkit
     menu = action_menu([toolkit.tool(name).schema() for name in toolkit.names], protocol)
     assert [len(kind) for kind in menu] == [1, *(2 for _ in toolkit.names)]  # answer; 2 boxes; brighten, darken
