@@ -1,0 +1,116 @@
+"""What GRPO's group advantage says about each action in the demo: one demo run, every trajectory recorded.
+
+Runs ``apps/train.py`` with the module's ``score`` and ``update`` wrapped (nothing else changes: same config, same
+numbers) and records, per training trajectory, its image's subset, its tool calls, its rank reward, BATE and group
+advantage. Then, per subset and first action, within each image's group (what the policy gradient compares): the
+advantage and rank reward of trajectories that called a tool minus those of their tool-free siblings, and the calling
+rate per subset over the run. A call the policy should learn to make has a rank-reward gain; what the advantage adds
+beyond that is BATE's.
+
+    python benchmarks/demo_credit.py --out runs/demo-credit.json -- fit --config configs/demo.yaml \\
+        --trainer.default_root_dir runs/demo-credit                       # the demo's time (≈ 10 min on 2 cores)
+    python benchmarks/demo_credit.py --out runs/demo-credit.json --report  # the tables again, from the records
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+SUBSETS = ("plain", "exposure_hidden", "scale_hidden")
+TOOLS = ("magnifier", "gamma_corrector")
+
+
+def record(out: Path, train_args: list[str]) -> None:
+    """Train with ``train_args`` and write one row per training trajectory to ``out`` (JSON)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps"))
+    import train
+
+    import tooliqa_trainer.module as module
+    from tooliqa_data.hidden import read_subsets
+
+    rows, subsets, pending = [], {}, []
+    score, update = module.GRPOModule.score, module.GRPOModule.update
+
+    def scored(self, groups, batch):
+        rewards = score(self, groups, batch)
+        for i, (group, item) in enumerate(zip(groups, batch.items)):
+            path = Path(item.image).resolve()
+            if path not in subsets:
+                subsets.update(read_subsets(path.parent.parent / "manifest.csv"))
+            for k, trajectory in enumerate(group):
+                calls = [turn.call.name for turn in trajectory.turns if turn.call is not None]
+                pending.append(
+                    dict(step=self.global_step, image=i, subset=subsets.get(path, "?"), tools=calls,
+                         rank=float(rewards.rank[i][k]), bate=float(rewards.bate[i][k]))
+                )  # fmt: skip
+        return rewards
+
+    def updated(self, trajectories, advantages, beta, timer):
+        for row, advantage in zip(pending, advantages.tolist()):  # [B·G], row-major like the groups
+            rows.append({**row, "advantage": advantage})
+        pending.clear()
+        return update(self, trajectories, advantages, beta, timer)
+
+    module.GRPOModule.score, module.GRPOModule.update = scored, updated
+    train.main(train_args)
+    out.write_text(json.dumps(rows))
+
+
+def report(rows: list[dict]) -> None:
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["step"], row["image"])].append(row)
+    print(f"{len(rows)} trajectories, {len(groups)} image groups")
+    print("within an image's group, tool trajectories minus tool-free ones (mean ± s.e. over groups with both):")
+    print(
+        f"  {'subset':16s} {'first call':16s} {'groups':>6s} {'Δ advantage':>16s} {'Δ rank reward':>18s} {'BATE':>6s}"
+    )
+    for subset in SUBSETS:
+        for tool in TOOLS:
+            gains, ranks, bates = [], [], []
+            for group in groups.values():
+                if group[0]["subset"] != subset:
+                    continue
+                called = [r for r in group if r["tools"][:1] == [tool]]
+                free = [r for r in group if not r["tools"]]
+                if called and free:
+                    gains.append(np.mean([r["advantage"] for r in called]) - np.mean([r["advantage"] for r in free]))
+                    ranks.append(np.mean([r["rank"] for r in called]) - np.mean([r["rank"] for r in free]))
+                    bates.append(np.mean([r["bate"] for r in called]))
+            if not gains:
+                continue
+            se = lambda values: np.std(values) / np.sqrt(len(values))  # noqa: E731
+            print(f"  {subset:16s} {tool:16s} {len(gains):6d} {np.mean(gains):+8.3f} ± {se(gains):.3f} "
+                  f"{np.mean(ranks):+10.4f} ± {se(ranks):.4f} {np.mean(bates):6.3f}")  # fmt: skip
+    steps = max(row["step"] for row in rows) + 1
+    print("share of trajectories calling each tool, per subset and third of the run (magnifier / gamma_corrector):")
+    for third in range(3):
+        low, high = third * steps // 3, (third + 1) * steps // 3
+        part = [row for row in rows if low <= row["step"] < high]
+        cells = []
+        for subset in SUBSETS:
+            mine = [row for row in part if row["subset"] == subset]
+            shares = [np.mean([tool in row["tools"] for row in mine]) if mine else float("nan") for tool in TOOLS]
+            cells.append(f"{subset} {shares[0]:.2f} / {shares[1]:.2f}")
+        print(f"  steps {low:3d}–{high - 1:3d}: " + " | ".join(cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="the records (written, or read with --report)")
+    parser.add_argument("--report", action="store_true", help="only print the tables of existing records")
+    parser.add_argument("train_args", nargs="*", help="apps/train.py's arguments, after --")
+    args = parser.parse_args()
+    if not args.report:
+        record(args.out, args.train_args)
+    report(json.loads(args.out.read_text()))
+
+
+if __name__ == "__main__":
+    main()
