@@ -54,7 +54,7 @@ from tooliqa_trainer.ranks import accumulation_boundary, deepspeed_settings, eve
 from tooliqa_trainer.schedule import make_lr_lambda
 from tooliqa_trainer.scoring import reward_inputs, score_global_batch
 from tooliqa_trainer.tool_report import ValidationRow, step_metrics
-from tooliqa_trainer.validation import HeldOutResult, held_out_result
+from tooliqa_trainer.validation import HeldOutResult, held_out_change, held_out_result
 from tooliqa_trainer.warm_start import WarmStartConfig, run_warm_start
 from tooliqa_trainer.zero3 import (
     check_zero3_dtype,
@@ -215,16 +215,11 @@ class GRPOModule(L.LightningModule):
         report = run_warm_start(self, self.warm_start)
         rank_zero_info(report.summary())
         datamodule = self.trainer.datamodule
-        if getattr(datamodule, "val_items", None):
-            self.held_out_pass()
-
-    def held_out_pass(self) -> None:
-        """The validation pass outside Lightning's loop (after the warm start), printed and logged the same way."""
-        datamodule = self.trainer.datamodule
-        for batch in datamodule.val_dataloader():
-            self.validation_step(datamodule.transfer_batch_to_device(batch, self.device, 0), 0)
-        self.on_validation_epoch_end()
-        self.policy.train()
+        if getattr(datamodule, "val_items", None):  # a pass outside Lightning's loop, printed and logged the same way
+            for batch in datamodule.val_dataloader():
+                self.validation_step(datamodule.transfer_batch_to_device(batch, self.device, 0), 0)
+            self.on_validation_epoch_end()
+            self.policy.train()
 
     def sync_engine(self) -> None:
         """Build the engine if needed and push the policy's weights unless it already holds them: after a checkpoint
@@ -424,11 +419,7 @@ class GRPOModule(L.LightningModule):
         if len(self.held_out) >= 2:
             readouts = [(self.validation_config.readout, self.held_out), *self.held_out_also.items()]
             for name, results in readouts:
-                first, last = results[0], results[-1]
-                rank_zero_info(
-                    f"held-out SRCC {first.srcc:.3f} → {last.srcc:.3f}, PLCC {first.plcc:.3f} → {last.plcc:.3f} "
-                    f"(step {first.step} → {last.step}; {name} readout)"
-                )
+                rank_zero_info(held_out_change(results, name))
 
     # ----------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tooliqa_data import plcc, srcc
 
-__all__ = ["HeldOutResult", "held_out_result"]
+__all__ = ["HeldOutResult", "held_out_change", "held_out_result"]
 
 
 @dataclass(frozen=True)
@@ -55,4 +55,13 @@ def held_out_result(rows: Sequence[tuple[float | None, float]], step: int, failu
         n=len(rows),
         parse_failures=sum(score is None for score, _ in rows) / len(rows),
         score_std=std,
+    )
+
+
+def held_out_change(results: Sequence[HeldOutResult], readout: str) -> str:
+    """The line a fit ends with: held-out SRCC/PLCC from the first pass to the last, for one readout."""
+    first, last = results[0], results[-1]
+    return (
+        f"held-out SRCC {first.srcc:.3f} → {last.srcc:.3f}, PLCC {first.plcc:.3f} → {last.plcc:.3f} "
+        f"(step {first.step} → {last.step}; {readout} readout)"
     )
