@@ -10,6 +10,10 @@ beyond that is BATE's.
     python benchmarks/demo_credit.py --out runs/demo-credit.json -- fit --config configs/demo.yaml \\
         --trainer.default_root_dir runs/demo-credit                       # the demo's time (≈ 10 min on 2 cores)
     python benchmarks/demo_credit.py --out runs/demo-credit.json --report  # the tables again, from the records
+
+``--oracle`` replaces the total reward by format + 1 for the subset's right first action (plain: answer, exposure:
+the Gamma Corrector, scale: the Magnifier): not a reward anyone could train with, but the strongest per-image signal
+there is, so it measures whether the gate can become image-dependent at all under a config's optimizer and KL anchor.
 """
 
 from __future__ import annotations
@@ -24,10 +28,16 @@ import numpy as np
 
 SUBSETS = ("plain", "exposure_hidden", "scale_hidden")
 TOOLS = ("magnifier", "gamma_corrector")
+RIGHT_FIRST_ACTION = {"plain": None, "exposure_hidden": "gamma_corrector", "scale_hidden": "magnifier"}
 
 
-def record(out: Path, train_args: list[str]) -> None:
-    """Train with ``train_args`` and write one row per training trajectory to ``out`` (JSON)."""
+def record(out: Path, train_args: list[str], oracle: bool = False) -> None:
+    """Train with ``train_args`` and write one row per training trajectory to ``out`` (JSON); ``oracle``: train on
+    format + right first action instead of the config's rewards."""
+    import dataclasses
+
+    import torch
+
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps"))
     import train
 
@@ -39,17 +49,19 @@ def record(out: Path, train_args: list[str]) -> None:
 
     def scored(self, groups, batch):
         rewards = score(self, groups, batch)
+        right = torch.zeros_like(rewards.total)
         for i, (group, item) in enumerate(zip(groups, batch.items)):
             path = Path(item.image).resolve()
             if path not in subsets:
                 subsets.update(read_subsets(path.parent.parent / "manifest.csv"))
             for k, trajectory in enumerate(group):
                 calls = [turn.call.name for turn in trajectory.turns if turn.call is not None]
+                right[i, k] = float((calls[0] if calls else None) == RIGHT_FIRST_ACTION.get(subsets.get(path)))
                 pending.append(
                     dict(step=self.global_step, image=i, subset=subsets.get(path, "?"), tools=calls,
                          rank=float(rewards.rank[i][k]), bate=float(rewards.bate[i][k]))
                 )  # fmt: skip
-        return rewards
+        return dataclasses.replace(rewards, total=rewards.format + right) if oracle else rewards
 
     def updated(self, trajectories, advantages, beta, timer):
         for row, advantage in zip(pending, advantages.tolist()):  # [B·G], row-major like the groups
@@ -105,10 +117,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the records (written, or read with --report)")
     parser.add_argument("--report", action="store_true", help="only print the tables of existing records")
+    parser.add_argument("--oracle", action="store_true", help="train on format + the right first action")
     parser.add_argument("train_args", nargs="*", help="apps/train.py's arguments, after --")
     args = parser.parse_args()
     if not args.report:
-        record(args.out, args.train_args)
+        record(args.out, args.train_args, args.oracle)
     report(json.loads(args.out.read_text()))
 
 

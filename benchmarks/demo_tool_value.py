@@ -7,7 +7,9 @@ protocol — answering at once, after the Gamma Corrector's ``brighten``, after 
 subset, the SRCC and mean absolute error of each path against the MOS. Two policies of one demo run: the warm start's
 (the checkpoint's ``warm_reference``, what GRPO starts from) and the final one. Then what each policy (and the random
 kit it started from) does at its first gate, per subset: the share of sampled trajectories (``--samples`` per image,
-the demo's protocol and sampling) that answer at once, call the Gamma Corrector, or call the Magnifier.
+the demo's protocol and sampling) that answer at once, call the Gamma Corrector, or call the Magnifier; and whether it
+*could* tell the subsets apart there: a ridge classifier of the subset from the state the first gate's choice is
+sampled from (final layer, after the rubric turn), trained on the demo's training split, held-out accuracy.
 
     python benchmarks/demo_tool_value.py --ckpt runs/demo/checkpoints/last.ckpt     # ≈ 1 min on 2 cores
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from demo_probe import ridge_accuracy
 from demo_warm_probe import PROMPTS, REPLIES, RIGHT, conversations
 from scipy.stats import spearmanr
 
@@ -69,9 +72,17 @@ def main() -> None:
         images = [load_image(item.image) for item in items]
         paths = conversations(processor, protocol, images)
         subset = np.array([subsets[item.image.resolve()] for item in items])
+        train = make_hidden_evidence_set(Path(work) / "train", 24, 0, HiddenEvidenceConfig())  # the demo's training
+        train_subsets = read_subsets(Path(work) / "train" / "manifest.csv")
+        train_answers = conversations(processor, protocol, [load_image(item.image) for item in train])["original"]
+        train_subset = [train_subsets[item.image.resolve()] for item in train]
     mos = np.array([item.mos for item in items])
     policies = _policies(args.ckpt, args.kit)
     gate = {name: gate_rates(model, processor, images, subset, args.samples) for name, model in policies.items()}
+    readable = {
+        name: gate_readability(model, processor, train_answers, train_subset, paths["original"], list(subset))
+        for name, model in policies.items()
+    }
     for name, model in policies.items():
         if name == "initial":
             continue
@@ -87,6 +98,37 @@ def main() -> None:
     print(f"first gate, share of {args.samples} sampled trajectories per image: answer / gamma_corrector / magnifier")
     for name, rates in gate.items():
         print(f"  {name:11s}" + "".join(f"  {part} {' / '.join(f'{r:.2f}' for r in rates[part])}" for part in RIGHT))
+    print("the subset from the first gate's state (ridge, held-out accuracy): 3 subsets / exposure vs scale-hidden")
+    for name, (three, hidden) in readable.items():
+        print(f"  {name:11s}  {three:.2f} / {hidden:.2f}")
+
+
+def gate_readability(model, processor, train, train_subset, test, test_subset) -> tuple[float, float]:
+    """Held-out accuracy of a ridge classifier of the subset (all three; exposure- vs scale-hidden) from the final
+    state just before the first gate's choice, in the answer-at-once conversations ``train`` / ``test``."""
+    from tooliqa_agent.collate import collate
+
+    choice = processor.tokenizer.convert_tokens_to_ids("<answer>")  # the gate's answer; the rubric's comes before
+
+    def states(trajectories) -> np.ndarray:
+        out = []
+        for k in range(0, len(trajectories), 40):
+            part = trajectories[k : k + 40]
+            with torch.no_grad():
+                hidden = model(**collate(part, processor).model_inputs(), output_hidden_states=True).hidden_states[-1]
+            for row, t in enumerate(part):
+                out.append(hidden[row, max(i for i, token in enumerate(t.input_ids) if token == choice) - 1].numpy())
+        return np.stack(out)
+
+    a, b = states(train), states(test)
+    hidden_a = [i for i, s in enumerate(train_subset) if s != "plain"]
+    hidden_b = [i for i, s in enumerate(test_subset) if s != "plain"]
+    return (
+        ridge_accuracy(a, train_subset, b, test_subset),
+        ridge_accuracy(
+            a[hidden_a], [train_subset[i] for i in hidden_a], b[hidden_b], [test_subset[i] for i in hidden_b]
+        ),
+    )
 
 
 def gate_rates(model, processor, images, subset, samples: int) -> dict[str, tuple[float, float, float]]:
