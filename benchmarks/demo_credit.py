@@ -11,11 +11,12 @@ beyond that is BATE's.
         --trainer.default_root_dir runs/demo-credit                       # the demo's time (≈ 10 min on 2 cores)
     python benchmarks/demo_credit.py --out runs/demo-credit.json --report  # the tables again, from the records
 
-``--oracle`` replaces the total reward by format + 1 for the subset's right first action (plain: answer, exposure:
-the Gamma Corrector, scale: the Magnifier): not a reward anyone could train with, but the strongest per-image signal
-there is, so it measures whether the gate can become image-dependent at all under a config's optimizer and KL anchor.
-``--action_credit`` replaces it by format + the mean rank reward of the trajectories in the image's group that took
-the same first action: the real rewards' verdict on the gate's choice, without the written score's sampling noise.
+``--train_on oracle`` replaces the total reward by format + 1 for the subset's right first action (plain: answer,
+exposure: the Gamma Corrector, scale: the Magnifier): not a reward anyone could train with, but the strongest
+per-image signal there is, so it measures whether the gate can become image-dependent at all under a config's
+optimizer and KL anchor. ``--train_on action_credit`` replaces it by format + the mean rank reward of the trajectories
+in the image's group that took the same first action: the real rewards' verdict on the gate's choice, without the
+written score's sampling noise.
 """
 
 from __future__ import annotations
@@ -33,13 +34,11 @@ TOOLS = ("magnifier", "gamma_corrector")
 RIGHT_FIRST_ACTION = {"plain": None, "exposure_hidden": "gamma_corrector", "scale_hidden": "magnifier"}
 
 
-def record(out: Path, train_args: list[str], oracle: bool = False, action_credit: bool = False) -> None:
-    """Train with ``train_args`` and write one row per training trajectory to ``out`` (JSON); ``oracle``: train on
-    format + right first action instead of the config's rewards; ``action_credit``: on format + the group's mean rank
-    reward per first action."""
+def record(out: Path, train_args: list[str], train_on: str = "config") -> None:
+    """Train with ``train_args`` and write one row per training trajectory to ``out`` (JSON); ``train_on``: the
+    config's rewards, ``oracle`` (format + the right first action) or ``action_credit`` (format + the group's mean
+    rank reward per first action)."""
     import dataclasses
-
-    import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps"))
     import train
@@ -52,25 +51,23 @@ def record(out: Path, train_args: list[str], oracle: bool = False, action_credit
 
     def scored(self, groups, batch):
         rewards = score(self, groups, batch)
-        right = torch.zeros_like(rewards.total)
-        credit = torch.zeros_like(rewards.total)
+        replaced = rewards.format.clone()  # [B, G]: format + the train_on term
         for i, (group, item) in enumerate(zip(groups, batch.items)):
             path = Path(item.image).resolve()
             if path not in subsets:
                 subsets.update(read_subsets(path.parent.parent / "manifest.csv"))
-            for k, trajectory in enumerate(group):
-                calls = [turn.call.name for turn in trajectory.turns if turn.call is not None]
-                right[i, k] = float((calls[0] if calls else None) == RIGHT_FIRST_ACTION.get(subsets.get(path)))
-            first = [next((turn.call.name for turn in t.turns if turn.call is not None), None) for t in group]
+            calls = [[turn.call.name for turn in t.turns if turn.call is not None] for t in group]
+            first = [names[0] if names else None for names in calls]
             for k, action in enumerate(first):
-                credit[i, k] = rewards.rank[i][[j for j, other in enumerate(first) if other == action]].mean()
+                if train_on == "oracle":
+                    replaced[i, k] += float(action == RIGHT_FIRST_ACTION.get(subsets.get(path)))
+                elif train_on == "action_credit":
+                    replaced[i, k] += rewards.rank[i][[j for j, other in enumerate(first) if other == action]].mean()
                 pending.append(
-                    dict(step=self.global_step, image=i, subset=subsets.get(path, "?"), tools=calls,
+                    dict(step=self.global_step, image=i, subset=subsets.get(path, "?"), tools=calls[k],
                          rank=float(rewards.rank[i][k]), bate=float(rewards.bate[i][k]))
                 )  # fmt: skip
-        if oracle:
-            return dataclasses.replace(rewards, total=rewards.format + right)
-        return dataclasses.replace(rewards, total=rewards.format + credit) if action_credit else rewards
+        return rewards if train_on == "config" else dataclasses.replace(rewards, total=replaced)
 
     def updated(self, trajectories, advantages, beta, timer):
         for row, advantage in zip(pending, advantages.tolist()):  # [B·G], row-major like the groups
@@ -126,12 +123,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the records (written, or read with --report)")
     parser.add_argument("--report", action="store_true", help="only print the tables of existing records")
-    parser.add_argument("--oracle", action="store_true", help="train on format + the right first action")
-    parser.add_argument("--action_credit", action="store_true", help="train on format + rank mean per first action")
+    parser.add_argument(
+        "--train_on",
+        choices=("config", "oracle", "action_credit"),
+        default="config",
+        help="the config's rewards; format + the right first action; format + the group's rank mean per first action",
+    )
     parser.add_argument("train_args", nargs="*", help="apps/train.py's arguments, after --")
     args = parser.parse_args()
     if not args.report:
-        record(args.out, args.train_args, args.oracle, args.action_credit)
+        record(args.out, args.train_args, args.train_on)
     report(json.loads(args.out.read_text()))
 
 

@@ -74,7 +74,8 @@ def main() -> None:
         subset = np.array([subsets[item.image.resolve()] for item in items])
         train = make_hidden_evidence_set(Path(work) / "train", 24, 0, HiddenEvidenceConfig())  # the demo's training
         train_subsets = read_subsets(Path(work) / "train" / "manifest.csv")
-        train_answers = conversations(processor, protocol, [load_image(item.image) for item in train])["original"]
+        train_images = [load_image(item.image) for item in train]
+        train_answers = conversations(processor, protocol, train_images, ("original",))["original"]
         train_subset = [train_subsets[item.image.resolve()] for item in train]
     mos = np.array([item.mos for item in items])
     policies = _policies(args.ckpt, args.kit)

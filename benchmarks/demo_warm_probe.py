@@ -47,14 +47,16 @@ PROMPTS = dict(
 )  # fmt: skip  (configs/demo.yaml's)
 
 
-def conversations(processor, protocol, images) -> list:
-    """One scripted trajectory per image, for each path of :data:`REPLIES`: ``{path: [N] trajectories}``."""
+def conversations(processor, protocol, images, paths=tuple(REPLIES)) -> dict:
+    """One scripted trajectory per image, for each of ``paths`` (keys of :data:`REPLIES`): ``{path: [N]
+    trajectories}``."""
     from tooliqa_agent import Agent
     from tooliqa_agent.engines.scripted import ScriptedEngine
     from tooliqa_agent.types import SamplingConfig
 
     out = {}
-    for path, replies in REPLIES.items():
+    for path in paths:
+        replies = REPLIES[path]
         agent = Agent(ScriptedEngine(processor, lambda request, r=replies: r[request.turn]), processor, protocol)
         out[path] = [
             group[0]
