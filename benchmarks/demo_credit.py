@@ -1,8 +1,8 @@
 """What GRPO's group advantage says about each action in the demo: one demo run, every trajectory recorded.
 
-Runs ``apps/train.py`` with the module's ``score`` and ``update`` wrapped (nothing else changes: same config, same
-numbers) and records, per training trajectory, its image's subset, its tool calls, its rank reward, BATE and group
-advantage. Then, per subset and first action, within each image's group (what the policy gradient compares): the
+Runs ``apps/train.py`` with the module's ``score`` and credit assignment wrapped (nothing else changes: same config, same
+numbers) and records, per training trajectory, its image's subset, its tool calls, its rank reward, BATE, group
+advantage and the advantage its first decision carried (the same under ``grpo.credit: sequence``). Then, per subset and first action, within each image's group (what the policy gradient compares): the
 advantage and rank reward of trajectories that called a tool minus those of their tool-free siblings, and the calling
 rate per subset over the run. A call the policy should learn to make has a rank-reward gain; what the advantage adds
 beyond that is BATE's.
@@ -45,9 +45,10 @@ def record(out: Path, train_args: list[str], train_on: str = "config") -> None:
 
     import tooliqa_trainer.module as module
     from tooliqa_data.hidden import read_subsets
+    from tooliqa_trainer.credit import decision_levels, turn_positions
 
     rows, subsets, pending = [], {}, []
-    score, update = module.GRPOModule.score, module.GRPOModule.update
+    score = module.GRPOModule.score
 
     def scored(self, groups, batch):
         rewards = score(self, groups, batch)
@@ -69,13 +70,23 @@ def record(out: Path, train_args: list[str], train_on: str = "config") -> None:
                 )  # fmt: skip
         return rewards if train_on == "config" else dataclasses.replace(rewards, total=replaced)
 
-    def updated(self, trajectories, advantages, beta, timer):
-        for row, advantage in zip(pending, advantages.tolist()):  # [B·G], row-major like the groups
-            rows.append({**row, "advantage": advantage})
-        pending.clear()
-        return update(self, trajectories, advantages, beta, timer)
+    def recorded(credit):
+        def assign(groups, advantages, tokenizer):  # advantages [B, G]; the decision's credit at the first gate
+            per_token = credit(groups, advantages, tokenizer)
+            trajectories = [t for group in groups for t in group]
+            for row, advantage, tokens, t in zip(pending, advantages.flatten().tolist(), per_token, trajectories):
+                turns = [(p, lv) for p, lv in zip(turn_positions(t), decision_levels(t, tokenizer)) if lv is not None]
+                action = [p[lv == 1] for p, lv in turns[:1]]  # the first gate's action tokens
+                gate = float(tokens[action[0][0]]) if action and len(action[0]) else advantage
+                rows.append({**row, "advantage": advantage, "gate_advantage": gate})
+            pending.clear()
+            return per_token
 
-    module.GRPOModule.score, module.GRPOModule.update = scored, updated
+        return assign
+
+    make_credit = module.make_credit
+    module.GRPOModule.score = scored
+    module.make_credit = lambda name: recorded(make_credit(name))
     train.main(train_args)
     out.write_text(json.dumps(rows))
 

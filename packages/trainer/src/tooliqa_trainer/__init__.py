@@ -21,6 +21,7 @@ _EXPORTS = {
         "RolloutConfig",
         "ValidationConfig",
     ),
+    "tooliqa_trainer.credit": ("CREDITS", "make_credit"),
     "tooliqa_trainer.datamodule": ("DatasetSpec", "HiddenEvidenceSpec", "ImageBatch", "IQADataModule", "SyntheticSpec"),
     "tooliqa_trainer.errors": ("UsageError",),
     "tooliqa_trainer.export": ("ExportHF", "export_hf"),

@@ -16,6 +16,7 @@ from tooliqa_agent.protocol import ProtocolConfig
 from tooliqa_agent.tiny_model import TinyModelConfig
 from tooliqa_agent.types import EngineConfig, SamplingConfig
 from tooliqa_trainer.advantages import ADVANTAGES
+from tooliqa_trainer.credit import CREDITS
 from tooliqa_trainer.loss import LOSSES
 from tooliqa_trainer.schedule import LR_SCHEDULES, PiecewiseConstant
 
@@ -75,6 +76,10 @@ class GRPOConfig:
     """Loss variant, a key of ``tooliqa_trainer.loss.LOSSES``: ``gspo`` (sequence-level ratio) or ``grpo`` (token)."""
     advantage: str = "grpo"
     """Advantage estimator, a key of ``tooliqa_trainer.advantages.ADVANTAGES``: ``grpo`` or ``rloo``."""
+    credit: str = "sequence"
+    """Which advantage each token carries, a key of ``tooliqa_trainer.credit.CREDITS``: ``sequence`` (the paper: the
+    trajectory's, on every token) or ``action`` (a tool-or-answer decision carries the mean advantage of the group's
+    trajectories that took the same action; the rubric note and the score keep the trajectory's)."""
     epsilon_low: float = 3e-4
     """Lower clip range: the weight is clipped at 1 − epsilon_low (GSPO paper value; inert with one update)."""
     epsilon_high: float = 4e-4
@@ -96,6 +101,8 @@ class GRPOConfig:
             raise ValueError(f"GRPOConfig.loss: unknown {self.loss!r}; choose one of {sorted(LOSSES)}")
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"GRPOConfig.advantage: unknown {self.advantage!r}; choose one of {sorted(ADVANTAGES)}")
+        if self.credit not in CREDITS:
+            raise ValueError(f"GRPOConfig.credit: unknown {self.credit!r}; choose one of {sorted(CREDITS)}")
         if min(self.ppo_epochs, self.minibatches, self.micro_batch_size) < 1:
             raise ValueError("GRPOConfig: ppo_epochs, minibatches and micro_batch_size must be ≥ 1")
         PiecewiseConstant(self.kl_schedule)  # validates

@@ -10,6 +10,10 @@ Both variants share one structure (TRL ``GRPOTrainer._compute_loss`` with ``loss
 They differ only in the importance weight: ``"gspo"`` (the paper's choice, Zheng et al. 2025) uses one weight per
 trajectory, the geometric mean of the token ratios, s_i = exp(mean_t(logπθ − logπ_old)); ``"grpo"`` uses the per-token
 ratio. With one update per rollout batch both ratios are exactly 1 and the two losses have the same value and gradient.
+
+Advantages are one per trajectory ``[N]`` or one per token ``[N, L]`` (``tooliqa_trainer.credit``). GSPO takes the
+latter in the GSPO paper's token form, s_i,t = sg[s_i] · π(y_t) / sg[π(y_t)]: the same value and clip as s_i, and with
+one advantage per trajectory the same gradient, but each token's gradient carries its own advantage.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ class PolicyLoss(nn.Module, metaclass=ABCMeta):
         Args:
             logprobs: ``[N, L]`` current policy log-probs of each token (with grad), temperature-scaled.
             old_logprobs: ``[N, L]`` log-probs of the policy that sampled the tokens.
-            advantages: ``[N]`` one advantage per trajectory.
+            advantages: ``[N]`` one advantage per trajectory, or ``[N, L]`` one per token.
             mask: ``[N, L]`` bool, True exactly on model-generated tokens.
             ref_logprobs: ``[N, L]`` reference policy log-probs, or None (no KL term).
             beta: KL coefficient.
@@ -101,10 +105,11 @@ class PolicyLoss(nn.Module, metaclass=ABCMeta):
         mask = mask.bool()
         log_ratio = torch.where(mask, logprobs - old_logprobs, torch.zeros_like(logprobs))
         weight = torch.exp(self.log_weights(log_ratio, mask))
-        adv = advantages.to(logprobs.dtype).unsqueeze(-1)  # [N, 1]
+        adv = advantages.to(logprobs.dtype)
+        adv = adv.unsqueeze(-1) if adv.dim() == 1 else adv  # [N, 1] or [N, L]
         clipped = weight.clamp(1.0 - self.epsilon_low, 1.0 + self.epsilon_high)
         per_token = -torch.minimum(weight * adv, clipped * adv)
-        policy_loss = masked_trajectory_mean(per_token.expand_as(logprobs), mask)
+        policy_loss = masked_trajectory_mean(per_token, mask)
         if ref_logprobs is not None:
             delta = torch.where(mask, ref_logprobs - logprobs, torch.zeros_like(logprobs))
             kl = masked_trajectory_mean(torch.exp(delta) - delta - 1.0, mask)
@@ -112,7 +117,7 @@ class PolicyLoss(nn.Module, metaclass=ABCMeta):
             kl = logprobs.new_zeros(())
         loss = policy_loss + beta * kl
         with torch.no_grad():
-            w = weight.expand_as(logprobs)
+            w, adv = weight.expand_as(logprobs), adv.expand_as(logprobs)
             low = ((w < 1.0 - self.epsilon_low) & (adv < 0)).float()
             high = ((w > 1.0 + self.epsilon_high) & (adv > 0)).float()
             stats = LossStats(
@@ -128,11 +133,13 @@ class PolicyLoss(nn.Module, metaclass=ABCMeta):
 
 
 class GSPOLoss(PolicyLoss):
-    """Sequence-level importance sampling: log s_i = mean over the trajectory's model tokens of the log ratio."""
+    """Sequence-level importance sampling: log s_i = mean over the trajectory's model tokens of the log ratio, in the
+    token form (module docstring)."""
 
     def log_weights(self, log_ratio: Tensor, mask: Tensor) -> Tensor:
-        """``[N, L]`` → ``[N, 1]``; the gradient flows to every token (∇s_i = s_i · mean_t ∇logπθ)."""
-        return (log_ratio.sum(-1) / mask.sum(-1).clamp(min=1)).unsqueeze(-1)
+        """``[N, L]`` → ``[N, L]``: the value log s_i on every token, the gradient of token t's own log-prob."""
+        sequence = (log_ratio.sum(-1) / mask.sum(-1).clamp(min=1)).unsqueeze(-1)
+        return sequence.detach() + log_ratio - log_ratio.detach()
 
 
 class GRPOLoss(PolicyLoss):

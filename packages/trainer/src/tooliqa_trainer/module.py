@@ -5,7 +5,8 @@ Algorithm choices (SPEC §5; TRL ``GRPOTrainer`` with ``importance_sampling_leve
 * each step: B images → G trajectories each through the multi-turn agent (engine by name; ``hf`` generates with
   this very policy object, ``vllm`` runs colocated and receives the weights after every step);
 * rewards rank + format + BATE from ``tooliqa_rewards``, over the GLOBAL batch (gathered across ranks);
-* group advantages (R − mean_G) / (std_G + 1e-4), one per trajectory, applied to each of its model tokens;
+* group advantages (R − mean_G) / (std_G + 1e-4), one per trajectory, applied to each of its model tokens (or, with
+  ``grpo.credit: action``, to all but its tool-or-answer decisions, which carry their action's; ``tooliqa_trainer.credit``);
 * only model-generated tokens carry loss — prompts, tool views and observation turns are masked by the agent;
 * log-probs from logits divided by the sampling temperature; π_old from a no-grad forward before the updates, so
   with one update per rollout the ratio is exactly 1 and the clip is inert (``inner_updates`` > 1 makes it bite);
@@ -39,6 +40,7 @@ from tooliqa_trainer.advantages import make_advantage
 from tooliqa_trainer.assessor import AgentAssessor
 from tooliqa_trainer.checkpoint_state import plain, rank_rng_state, restore_rng, rng_state
 from tooliqa_trainer.config import GRPOConfig, OptimConfig, PolicyConfig, RolloutConfig, ValidationConfig
+from tooliqa_trainer.credit import make_credit
 from tooliqa_trainer.datamodule import ImageBatch
 from tooliqa_trainer.loss import LossStats, make_loss
 from tooliqa_trainer.microbatch import StepTimer, chunks, pad_rows
@@ -107,6 +109,7 @@ class GRPOModule(L.LightningModule):
         """The KL reference's weights after a warm start, from the checkpoint of a resumed run."""
         self.loss_fn = make_loss(grpo.loss, grpo.epsilon_low, grpo.epsilon_high)
         self.advantage_fn = make_advantage(grpo.advantage)
+        self.credit_fn = make_credit(grpo.credit)
         self.beta_schedule = grpo.beta
         self.policy: torch.nn.Module | None = None
         self._reference: list[torch.nn.Module] = []  # a list keeps the frozen copy out of state_dict and optimizer
@@ -254,8 +257,9 @@ class GRPOModule(L.LightningModule):
         with timer("rewards"):
             rewards = self.score(groups, batch)
         advantages = self.advantage_fn(rewards.total.to(torch.float32))  # [B, G]
+        token_advantages = self.credit_fn(groups, advantages, self.processor.tokenizer)  # [B·G] of [L]
         trajectories = [t for group in groups for t in group]
-        loss_stats = self.update(trajectories, advantages.flatten(), beta, timer)
+        loss_stats = self.update(trajectories, token_advantages, beta, timer)
         with timer("sync"):
             self.push_weights()
         self.log_step(trajectories, rewards, loss_stats, timer)
@@ -287,13 +291,13 @@ class GRPOModule(L.LightningModule):
         return score_global_batch(inputs, self.reward_config)
 
     def update(
-        self, trajectories: list[Trajectory], advantages: torch.Tensor, beta: float, timer: StepTimer
+        self, trajectories: list[Trajectory], advantages: list[torch.Tensor], beta: float, timer: StepTimer
     ) -> LossStats:
         """``inner_updates`` optimizer steps on the rollout batch; returns the loss stats averaged over micro-batches.
 
         Args:
             trajectories: the B·G trajectories, row-major.
-            advantages: ``[B·G]`` one per trajectory.
+            advantages: ``[B·G]`` of float ``[L]``: each trajectory's per-token advantages (``tooliqa_trainer.credit``).
             beta: KL coefficient of this step.
             timer: accumulates ``old_logprobs`` / ``ref_logprobs`` / ``update`` seconds.
         """
@@ -342,7 +346,7 @@ class GRPOModule(L.LightningModule):
                     loss, micro_stats = self.loss_fn(
                         logprobs,
                         old_logprobs,
-                        advantages[list(micro)].to(self.device),
+                        pad_rows([advantages[i] for i in micro], length).to(self.device),
                         policy_batch.loss_mask,
                         ref_logprobs=pad_rows([ref[i] for i in micro], length) if ref is not None else None,
                         beta=beta,
