@@ -122,6 +122,28 @@ def test_action_credit_gives_each_decision_its_path_advantage_and_the_score_its_
     assert sum(w[0][0] for w in want) == pytest.approx(sum(a), abs=1e-6)
 
 
+def test_contrast_credit_keeps_what_differs_between_images(rollout):
+    """Two images whose groups decided alike: each decision's credit less its mean over both, the scores their own."""
+    group, tokenizer = rollout
+    first = torch.tensor([0.9, -0.3, 0.4, -1.2, 0.2, 0.0])
+    second = torch.tensor([-0.5, 0.7, 0.1, 0.3, -0.4, -0.2])
+    advantages = torch.stack([first, second])
+    action = action_credit([group, group], advantages, tokenizer)
+    contrast = make_credit("contrast")([group, group], advantages, tokenizer)
+    n = len(group)
+    for g, t in enumerate(group):
+        decided = torch.zeros_like(t.loss_mask)
+        positions = t.loss_mask.nonzero().flatten().split([turn.num_tokens for turn in t.turns])
+        for where, level in zip(positions, decision_levels(t, tokenizer)):
+            if level is not None:
+                decided[where[level > 0]] = True
+        mine, other = action[g], action[n + g]
+        torch.testing.assert_close(contrast[g][decided], (mine[decided] - other[decided]) / 2)
+        torch.testing.assert_close(contrast[n + g][decided], (other[decided] - mine[decided]) / 2)
+        scored = t.loss_mask & ~decided
+        torch.testing.assert_close(contrast[g][scored], torch.full_like(contrast[g][scored], float(first[g])))
+
+
 def test_unknown_credit_is_named():
     with pytest.raises(ValueError, match="unknown credit assignment 'gae'"):
         make_credit("gae")

@@ -78,8 +78,9 @@ class GRPOConfig:
     """Advantage estimator, a key of ``tooliqa_trainer.advantages.ADVANTAGES``: ``grpo`` or ``rloo``."""
     credit: str = "sequence"
     """Which advantage each token carries, a key of ``tooliqa_trainer.credit.CREDITS``: ``sequence`` (the paper: the
-    trajectory's, on every token) or ``action`` (a tool-or-answer decision carries the mean advantage of the group's
-    trajectories that took the same action; the rubric note and the score keep the trajectory's)."""
+    trajectory's, on every token), ``action`` (a tool-or-answer decision carries the mean advantage of the group's
+    trajectories that decided the same; the rubric note and the score keep the trajectory's) or ``contrast`` (as
+    ``action``, less the decision's mean credit over the batch's images)."""
     epsilon_low: float = 3e-4
     """Lower clip range: the weight is clipped at 1 − epsilon_low (GSPO paper value; inert with one update)."""
     epsilon_high: float = 4e-4

@@ -110,28 +110,54 @@ def sequence_credit(groups: Sequence[Sequence[Trajectory]], advantages: Tensor, 
     ]
 
 
+def decision_credits(groups: Sequence[Sequence[Trajectory]], advantages: Tensor) -> list[dict[tuple[str, ...], float]]:
+    """Per image: each decision path its group took (a prefix of some :func:`action_path`, ≥ 1 entry) → its credit
+    A_d, the mean advantage of the trajectories on it less that of the path one decision shorter."""
+    out = []
+    for b, group in enumerate(groups):
+        paths = [action_path(t) for t in group]
+        adv = advantages[b].to(torch.float32)
+        prefixes = {path[:d] for path in paths for d in range(1, len(path) + 1)}
+        out.append({p: _path_mean(adv, paths, p) - _path_mean(adv, paths, p[:-1]) for p in prefixes})
+    return out
+
+
 def action_credit(groups: Sequence[Sequence[Trajectory]], advantages: Tensor, tokenizer) -> list[Tensor]:
-    """Decision tokens carry their action path's advantage (module docstring), every other token its trajectory's.
+    """Decision tokens carry their decision path's credit (module docstring), every other token its trajectory's.
 
     Args:
         groups: ``[B][G]`` trajectories.
         advantages: ``[B, G]`` group advantages.
         tokenizer: decodes an action turn's tokens to find where its score or its arguments start.
     """
+    return _on_decisions(groups, advantages, tokenizer, decision_credits(groups, advantages))
+
+
+def contrast_credit(groups: Sequence[Sequence[Trajectory]], advantages: Tensor, tokenizer) -> list[Tensor]:
+    """As :func:`action_credit`, each decision's credit less its mean over the batch's images that took that path:
+    what is left says on which images a decision is better than on the others, not whether it is good everywhere
+    (which moves the calling rate on every image alike; BATE's batch rate shaping cancels here too)."""
+    credits = decision_credits(groups, advantages)
+    for path in {p for image in credits for p in image}:
+        taken = [image for image in credits if path in image]
+        mean = sum(image[path] for image in taken) / len(taken)
+        for image in taken:
+            image[path] -= mean
+    return _on_decisions(groups, advantages, tokenizer, credits)
+
+
+def _on_decisions(groups, advantages: Tensor, tokenizer, credits: list[dict[tuple[str, ...], float]]) -> list[Tensor]:
+    """Each trajectory's advantage on every token, then each decision's tokens overwritten with ``credits``."""
     out = sequence_credit(groups, advantages, tokenizer)
     for b, group in enumerate(groups):
-        paths = [action_path(t) for t in group]
-        adv = advantages[b].to(torch.float32)
         for g, t in enumerate(group):
-            row = out[b * len(group) + g]
+            row, path = out[b * len(group) + g], action_path(t)
             depth = 0  # entries of the path decided before this turn
             for positions, level in zip(turn_positions(t), decision_levels(t, tokenizer)):
                 if level is None:
                     continue
-                for step in (1, 2):  # the action, then its arguments, each against what was decided before it
-                    d = depth + step
-                    credit = _path_mean(adv, paths, paths[g][:d]) - _path_mean(adv, paths, paths[g][: d - 1])
-                    row[positions[level == step]] = credit
+                for step in (1, 2):  # the action, then its arguments
+                    row[positions[level == step]] = credits[b][path[: depth + step]]
                 depth += 2
     return out
 
@@ -141,7 +167,7 @@ def _path_mean(advantages: Tensor, paths: list[tuple[str, ...]], prefix: tuple[s
     return float(advantages[[g for g, path in enumerate(paths) if path[: len(prefix)] == prefix]].mean())
 
 
-CREDITS: dict[str, Credit] = {"sequence": sequence_credit, "action": action_credit}
+CREDITS: dict[str, Credit] = {"sequence": sequence_credit, "action": action_credit, "contrast": contrast_credit}
 """Credit assignments by config name (``grpo.credit``)."""
 
 
