@@ -45,7 +45,7 @@ def record(out: Path, train_args: list[str], train_on: str = "config") -> None:
 
     import tooliqa_trainer.module as module
     from tooliqa_data.hidden import read_subsets
-    from tooliqa_trainer.credit import decision_levels, turn_positions
+    from tooliqa_trainer.credit import action_path, decision_levels, turn_positions
 
     rows, subsets, pending = [], {}, []
     score = module.GRPOModule.score
@@ -78,7 +78,8 @@ def record(out: Path, train_args: list[str], train_on: str = "config") -> None:
                 turns = [(p, lv) for p, lv in zip(turn_positions(t), decision_levels(t, tokenizer)) if lv is not None]
                 action = [p[lv == 1] for p, lv in turns[:1]]  # the first gate's action tokens
                 gate = float(tokens[action[0][0]]) if action and len(action[0]) else advantage
-                rows.append({**row, "advantage": advantage, "gate_advantage": gate})
+                path = action_path(t)  # the first gate's action: a refused or unparsed call is not in row["tools"]
+                rows.append({**row, "advantage": advantage, "gate_advantage": gate, "first_action": path[0] if path else None})
             pending.clear()
             return per_token
 
@@ -117,6 +118,20 @@ def report(rows: list[dict]) -> None:
             se = lambda values: np.std(values) / np.sqrt(len(values))  # noqa: E731
             print(f"  {subset:16s} {tool:16s} {len(gains):6d} {np.mean(gains):+8.3f} ± {se(gains):.3f} "
                   f"{np.mean(ranks):+10.4f} ± {se(ranks):.4f} {np.mean(bates):6.3f}")  # fmt: skip
+    if all("first_action" in row for row in rows):
+        print("credit of the first gate's action (σ; mean ± s.e. over image groups, each group's action once):")
+        print(f"  {'subset':16s} " + " ".join(f"{action:>16s}" for action in ("answer", *TOOLS)))
+        for subset in SUBSETS:
+            cells = []
+            for action in ("answer", *TOOLS):
+                credits = []
+                for group in groups.values():
+                    taken = [r for r in group if r["first_action"] == action]
+                    if group[0]["subset"] == subset and taken:
+                        credits.append(taken[0]["gate_advantage"])
+                se = np.std(credits) / np.sqrt(len(credits)) if credits else float("nan")
+                cells.append(f"{np.mean(credits) if credits else float('nan'):+7.2f} ± {se:.2f}")
+            print(f"  {subset:16s} " + " ".join(f"{cell:>16s}" for cell in cells))
     steps = max(row["step"] for row in rows) + 1
     print("share of trajectories calling each tool, per subset and third of the run (magnifier / gamma_corrector):")
     for third in range(3):
