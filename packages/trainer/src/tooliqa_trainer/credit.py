@@ -15,6 +15,8 @@ step-level groups, Feng et al. 2025, here keyed by the decision path, since the 
 states rare): the same expectation as A_g, without the variance of the sampled score that follows the call. A
 decision no sibling shared gets its own A_g less its parent's mean. A is affine in the reward within a group for both
 estimators in ``tooliqa_trainer.advantages``, so these means are the advantages of the paths' mean rewards.
+``"contrast"`` subtracts from each decision's credit its mean over the batch's images that took it: only what
+differs between images is left (no common move of the calling rate — BATE's rate shaping included).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ __all__ = [
     "action_credit",
     "action_name",
     "action_path",
+    "contrast_credit",
+    "decision_credits",
     "decision_levels",
     "make_credit",
     "sequence_credit",
