@@ -113,7 +113,8 @@ class ProbeModule(GRPOModule):
         return rewards
 
     def update(self, trajectories, advantages, beta, timer):
-        self.record["advantages"] = advantages.tolist()
+        # sequence credit: one advantage per trajectory, on each of its generated tokens
+        self.record["advantages"] = [float(row[t.loss_mask][0]) for row, t in zip(advantages, trajectories)]
         return super().update(trajectories, advantages, beta, timer)
 
 
