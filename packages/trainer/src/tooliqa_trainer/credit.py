@@ -91,8 +91,15 @@ def decision_levels(trajectory: Trajectory, tokenizer) -> list[Tensor | None]:
 
 
 def _written_by(ids: list[int], marker: str, tokenizer) -> int:
-    """The shortest prefix of ``ids`` whose text contains ``marker`` (all of them if none)."""
-    return next((k for k in range(1, len(ids) + 1) if marker in tokenizer.decode(ids[:k])), len(ids))
+    """The length of the shortest prefix of ``ids`` whose text contains ``marker`` (all of them if none); a bisection,
+    since a prefix that contains it stays containing it: log₂ of a long thinking turn's decodes, not one per token."""
+    low, high = 0, len(ids)  # the prefix of length `high` contains it (or is everything), that of `low` does not
+    if marker not in tokenizer.decode(ids):
+        return len(ids)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if marker in tokenizer.decode(ids[:middle]) else (middle, high)
+    return high
 
 
 def action_path(trajectory: Trajectory) -> tuple[str, ...]:
@@ -138,7 +145,8 @@ def action_credit(groups: Sequence[Sequence[Trajectory]], advantages: Tensor, to
 
 
 def contrast_credit(groups: Sequence[Sequence[Trajectory]], advantages: Tensor, tokenizer) -> list[Tensor]:
-    """As :func:`action_credit`, each decision's credit less its mean over the batch's images that took that path:
+    """As :func:`action_credit`, each decision's credit less its mean over the batch's images (this rank's share of
+    the global batch) that took that path:
     what is left says on which images a decision is better than on the others, not whether it is good everywhere
     (which moves the calling rate on every image alike; BATE's batch rate shaping cancels here too)."""
     credits = decision_credits(groups, advantages)
