@@ -10,6 +10,7 @@ probability-weighted score per conversation path: the original view against the 
 
     python benchmarks/demo_warm_probe.py                        # the demo's kit and set (≈ 1 min on 2 cores)
     python benchmarks/demo_warm_probe.py --dark_gain 0.1        # another exposure-hidden darkness
+    python benchmarks/demo_warm_probe.py --random_rubric        # each conversation's rubric levels drawn at random
 """
 
 from __future__ import annotations
@@ -47,17 +48,33 @@ PROMPTS = dict(
 )  # fmt: skip  (configs/demo.yaml's)
 
 
-def conversations(processor, protocol, images, paths=tuple(REPLIES)) -> dict:
+def random_rubric(rng: np.random.Generator) -> str:
+    """A rubric turn with uniformly drawn levels: what the demo's random policy writes before its gate."""
+    from tooliqa_agent.grammar import RUBRIC as ATTRIBUTES
+
+    lines = "".join(f"{a.name}: {a.levels[rng.integers(len(a.levels))]}\n" for a in ATTRIBUTES)
+    return f"<thinking></thinking><answer>\n{lines}</answer>"
+
+
+def conversations(processor, protocol, images, paths=tuple(REPLIES), rubric_seed: int | None = None) -> dict:
     """One scripted trajectory per image, for each of ``paths`` (keys of :data:`REPLIES`): ``{path: [N]
-    trajectories}``."""
+    trajectories}``. With ``rubric_seed`` each conversation's rubric levels are drawn at random (else the fixed
+    :data:`RUBRIC`)."""
     from tooliqa_agent import Agent
     from tooliqa_agent.engines.scripted import ScriptedEngine
     from tooliqa_agent.types import SamplingConfig
 
+    rng = None if rubric_seed is None else np.random.default_rng(rubric_seed)
+
+    def reply(request, replies):
+        if request.turn == 0 and rng is not None:
+            return random_rubric(rng)
+        return replies[request.turn]
+
     out = {}
     for path in paths:
         replies = REPLIES[path]
-        agent = Agent(ScriptedEngine(processor, lambda request, r=replies: r[request.turn]), processor, protocol)
+        agent = Agent(ScriptedEngine(processor, lambda request, r=replies: reply(request, r)), processor, protocol)
         out[path] = [
             group[0]
             for k in range(0, len(images), 40)
@@ -72,6 +89,11 @@ def main() -> None:
     parser.add_argument("--dark_gain", type=float, default=None, help="exposure-hidden gain (default: the set's)")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the 3 × training conversations")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (the demo's warm start)")
+    parser.add_argument(
+        "--random_rubric",
+        action="store_true",
+        help="random rubric levels per conversation, as the demo's policy writes",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -102,7 +124,7 @@ def main() -> None:
             subsets = read_subsets(Path(work) / part / "manifest.csv")
             images = [load_image(item.image) for item in items]
             parts[part] = (
-                conversations(processor, protocol, images),
+                conversations(processor, protocol, images, rubric_seed=seed if args.random_rubric else None),
                 torch.tensor([item.mos for item in items]),
                 np.array([subsets[item.image.resolve()] for item in items]),
             )
@@ -127,7 +149,9 @@ def main() -> None:
     context = ReadoutContext(model, processor)
     predicted = {path: np.array(expected_scores([[t] for t in test[path]], context)) for path in REPLIES}
     mos = test_mos.numpy()
-    print(f"held-out SRCC of the probability-weighted score (dark_gain {config.dark_gain}, {args.epochs} epoch(s)):")
+    rubric = "random rubric levels" if args.random_rubric else "a fixed rubric"
+    print(f"held-out SRCC of the probability-weighted score (dark_gain {config.dark_gain}, {args.epochs} epoch(s), "
+          f"{rubric}):")  # fmt: skip
     print(f"  {'subset':16s} {'original view':>14s} {'right tool':>11s}")
     for subset, right in RIGHT.items():
         mask = test_subsets == subset
