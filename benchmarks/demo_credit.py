@@ -45,7 +45,7 @@ def record(out: Path, train_args: list[str], train_on: str = "config") -> None:
 
     import tooliqa_trainer.module as module
     from tooliqa_data.hidden import read_subsets
-    from tooliqa_trainer.credit import action_path, decision_levels, turn_positions
+    from tooliqa_trainer.credit import action_path, decision_levels
 
     rows, subsets, pending = [], {}, []
     score = module.GRPOModule.score
@@ -75,11 +75,13 @@ def record(out: Path, train_args: list[str], train_on: str = "config") -> None:
             per_token = credit(groups, advantages, tokenizer)
             trajectories = [t for group in groups for t in group]
             for row, advantage, tokens, t in zip(pending, advantages.flatten().tolist(), per_token, trajectories):
-                turns = [(p, lv) for p, lv in zip(turn_positions(t), decision_levels(t, tokenizer)) if lv is not None]
+                turns = [(p, lv) for p, lv in decision_levels(t, tokenizer) if lv is not None]
                 action = [p[lv == 1] for p, lv in turns[:1]]  # the first gate's action tokens
                 gate = float(tokens[action[0][0]]) if action and len(action[0]) else advantage
                 path = action_path(t)  # the first gate's action: a refused or unparsed call is not in row["tools"]
-                rows.append({**row, "advantage": advantage, "gate_advantage": gate, "first_action": path[0] if path else None})
+                rows.append(
+                    {**row, "advantage": advantage, "gate_advantage": gate, "first_action": path[0] if path else None}
+                )
             pending.clear()
             return per_token
 

@@ -14,13 +14,14 @@ from tooliqa_agent.types import SamplingConfig
 from tooliqa_trainer.credit import action_credit, action_name, decision_levels, make_credit, sequence_credit
 from tooliqa_trainer.loss import GSPOLoss
 
-RUBRIC = (
-    "<thinking></thinking>\n<answer>\nSharpness: High - a\nNoise: None - b\nArtifacts: None - c\nExposure: Good - d\n"
-    "Saliency Visibility: Subject Clear - e\n</answer>"
-)
-MAGNIFY = '<thinking></thinking>\n<tool_call>\n{"name": "magnifier", "arguments": {"bbox_2d": [0, 0, 500, 500]}}\n</tool_call>'
-GAMMA = (
-    '<thinking></thinking>\n<tool_call>\n{"name": "gamma_corrector", "arguments": {"mode": "brighten"}}\n</tool_call>'
+from ._turns import GAMMA, MAGNIFY, RUBRIC
+
+PROTOCOL = ProtocolConfig(
+    tools="both",
+    rubric=True,
+    max_tool_rounds=2,
+    grammar=GrammarConfig(max_thinking_chars=0, max_note_chars=1, score_decimals=0),
+    prompts=PromptConfig(rubric="Assess the image.", gate="Answer, or call one tool."),
 )
 MAGNIFY_CORNER = MAGNIFY.replace("[0, 0, 500, 500]", "[500, 500, 1000, 1000]")
 FIRST = [MAGNIFY, MAGNIFY, GAMMA, None, None, MAGNIFY_CORNER]  # None: answer at the first gate
@@ -42,14 +43,7 @@ def rollout(demo_kit):
     from tooliqa_agent import Agent
 
     processor = AutoProcessor.from_pretrained(demo_kit)
-    protocol = ProtocolConfig(
-        tools="both",
-        rubric=True,
-        max_tool_rounds=2,
-        grammar=GrammarConfig(max_thinking_chars=0, max_note_chars=1, score_decimals=0),
-        prompts=PromptConfig(rubric="Assess the image.", gate="Answer, or call one tool."),
-    )
-    agent = Agent(ScriptedEngine(processor, _reply), processor, protocol)
+    agent = Agent(ScriptedEngine(processor, _reply), processor, PROTOCOL)
     image = (torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     group = agent.rollout([image], len(FIRST), SamplingConfig(max_new_tokens=80))[0]
     return group, processor.tokenizer
@@ -99,7 +93,7 @@ def test_action_credit_gives_each_decision_its_path_advantage_and_the_score_its_
     rows = action_credit([group], advantages, tokenizer)
     for g, (t, row) in enumerate(zip(group, rows)):
         positions = t.loss_mask.nonzero().flatten().split([turn.num_tokens for turn in t.turns])
-        turns = list(zip(t.turns, positions, decision_levels(t, tokenizer)))
+        turns = list(zip(t.turns, positions, [level for _, level in decision_levels(t, tokenizer)]))
         decided = [(turn, where, level) for turn, where, level in turns if level is not None]
         assert [turn.kind for turn, _, _ in decided] == ["action"] * len(want[g])
         for _, where, level in turns:
@@ -134,7 +128,7 @@ def test_contrast_credit_keeps_what_differs_between_images(rollout):
     for g, t in enumerate(group):
         decided = torch.zeros_like(t.loss_mask)
         positions = t.loss_mask.nonzero().flatten().split([turn.num_tokens for turn in t.turns])
-        for where, level in zip(positions, decision_levels(t, tokenizer)):
+        for where, (_, level) in zip(positions, decision_levels(t, tokenizer)):
             if level is not None:
                 decided[where[level > 0]] = True
         mine, other = action[g], action[n + g]
@@ -214,16 +208,9 @@ def test_a_fit_with_action_credit_trains_on_the_decisions_credit(demo_kit, tmp_p
             seen.append((trajectories, advantages, {k: v.detach().clone() for k, v in self.policy.named_parameters()}))
             return super().update(trajectories, advantages, beta, timer)
 
-    protocol = ProtocolConfig(
-        tools="both",
-        rubric=True,
-        max_tool_rounds=2,
-        grammar=GrammarConfig(max_thinking_chars=0, max_note_chars=1, score_decimals=0),
-        prompts=PromptConfig(rubric="Assess the image.", gate="Answer, or call one tool."),
-    )
     module = Scripted(
         policy=PolicyConfig(path=str(demo_kit), dtype="float32", freeze_vision=True),
-        rollout=RolloutConfig(group_size=len(FIRST), protocol=protocol, engine=EngineConfig(name="scripted")),
+        rollout=RolloutConfig(group_size=len(FIRST), protocol=PROTOCOL, engine=EngineConfig(name="scripted")),
         grpo=GRPOConfig(credit="action", kl_schedule=((0, 0.0),), micro_batch_size=8),
         optim=OptimConfig(lr=1e-3, warmup_ratio=0.0),
     )
@@ -247,7 +234,7 @@ def test_a_fit_with_action_credit_trains_on_the_decisions_credit(demo_kit, tmp_p
         gate = []
         for t, row in zip(group, rows):
             positions = t.loss_mask.nonzero().flatten().split([turn.num_tokens for turn in t.turns])
-            gate.append(float(row[positions[1][decision_levels(t, tokenizer)[1] == 1]][0]))
+            gate.append(float(row[positions[1][decision_levels(t, tokenizer)[1][1] == 1]][0]))
         assert gate[0] == pytest.approx(gate[1]) == pytest.approx(gate[5])
         assert gate[3] == pytest.approx(gate[4])
     assert any(not torch.equal(p, before[k]) for k, p in module.policy.named_parameters() if p.requires_grad)

@@ -30,14 +30,7 @@ from tooliqa_trainer import (
 )
 from tooliqa_trainer.tool_report import ValidationRow, call_selectivity, draw_curves, tool_breakdown
 
-RUBRIC = (
-    "<thinking></thinking>\n<answer>\nSharpness: High - a\nNoise: None - b\nArtifacts: None - c\nExposure: Good - d\n"
-    "Saliency Visibility: Subject Clear - e\n</answer>"
-)
-MAGNIFY = '<thinking></thinking>\n<tool_call>\n{"name": "magnifier", "arguments": {"bbox_2d": [0, 0, 500, 500]}}\n</tool_call>'
-GAMMA = (
-    '<thinking></thinking>\n<tool_call>\n{"name": "gamma_corrector", "arguments": {"mode": "brighten"}}\n</tool_call>'
-)
+from ._turns import GAMMA, MAGNIFY, RUBRIC
 
 
 def _reply(request) -> str:

@@ -71,22 +71,22 @@ def turn_positions(trajectory: Trajectory) -> list[Tensor]:
     return list(torch.split(positions, sizes))
 
 
-def decision_levels(trajectory: Trajectory, tokenizer) -> list[Tensor | None]:
-    """Per turn: long ``[num_tokens]``, what each token decides — 0 nothing (the score), 1 the action (answer, or
-    which tool), 2 the tool's arguments — or None for a turn that decides nothing (the rubric note, the last round's
-    forced answer). An answer's decision ends where ``<answer>`` has been written, a tool call's action where
+def decision_levels(trajectory: Trajectory, tokenizer) -> list[tuple[Tensor, Tensor | None]]:
+    """Per turn: its positions (:func:`turn_positions`) and long ``[num_tokens]``, what each token decides — 0 nothing
+    (the score), 1 the action (answer, or which tool), 2 the tool's arguments — or None for a turn that decides
+    nothing (the rubric note, the last round's forced answer). An answer's decision ends where ``<answer>`` has been written, a tool call's action where
     ``"arguments"`` has."""
-    levels: list[Tensor | None] = []
+    levels: list[tuple[Tensor, Tensor | None]] = []
     for turn, positions in zip(trajectory.turns, turn_positions(trajectory)):
         if turn.kind != "action":
-            levels.append(None)
+            levels.append((positions, None))
             continue
         level = torch.ones(len(positions), dtype=torch.long)
         name = action_name(turn)
         if name == "answer" or turn.call is not None:
             marker, after = (ANSWER_TAG, 0) if name == "answer" else (ARGUMENTS_KEY, 2)
             level[_written_by(trajectory.input_ids[positions].tolist(), marker, tokenizer) :] = after
-        levels.append(level)
+        levels.append((positions, level))
     return levels
 
 
@@ -165,7 +165,7 @@ def _on_decisions(groups, advantages: Tensor, tokenizer, credits: list[dict[tupl
         for g, t in enumerate(group):
             row, path = out[b * len(group) + g], action_path(t)
             depth = 0  # entries of the path decided before this turn
-            for positions, level in zip(turn_positions(t), decision_levels(t, tokenizer)):
+            for positions, level in decision_levels(t, tokenizer):
                 if level is None:
                     continue
                 for step in (1, 2):  # the action, then its arguments

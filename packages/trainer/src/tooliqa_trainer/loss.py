@@ -61,6 +61,11 @@ class LossStats:
     clip_high: float
     """Fraction where the weight rose above 1 + ε_high with a positive advantage (the clip is binding)."""
 
+    @classmethod
+    def mean(cls, stats: list[LossStats]) -> LossStats:
+        """Field-wise mean of several evaluations (a step's micro-batches)."""
+        return cls(**{name: sum(getattr(s, name) for s in stats) / len(stats) for name in vars(stats[0])})
+
     def log(self, prefix: str) -> dict[str, float]:
         """Flat ``{"<prefix>/<field>": value}`` for ``LightningModule.log_dict``."""
         return {f"{prefix}/{name}": value for name, value in vars(self).items()}

@@ -5,8 +5,8 @@ Algorithm choices (SPEC §5; TRL ``GRPOTrainer`` with ``importance_sampling_leve
 * each step: B images → G trajectories each through the multi-turn agent (engine by name; ``hf`` generates with
   this very policy object, ``vllm`` runs colocated and receives the weights after every step);
 * rewards rank + format + BATE from ``tooliqa_rewards``, over the GLOBAL batch (gathered across ranks);
-* group advantages (R − mean_G) / (std_G + 1e-4), one per trajectory, applied to each of its model tokens (or, with
-  ``grpo.credit: action``, to all but its tool-or-answer decisions, which carry their action's; ``tooliqa_trainer.credit``);
+* group advantages (R − mean_G) / (std_G + 1e-4), one per trajectory, on each of its model tokens (``grpo.credit``
+  may give its decisions their action's instead: ``tooliqa_trainer.credit``);
 * only model-generated tokens carry loss — prompts, tool views and observation turns are masked by the agent;
 * log-probs from logits divided by the sampling temperature; π_old from a no-grad forward before the updates, so
   with one update per rollout the ratio is exactly 1 and the clip is inert (``inner_updates`` > 1 makes it bite);
@@ -359,9 +359,7 @@ class GRPOModule(L.LightningModule):
                     )
                 optimizer.step()
                 scheduler.step()
-        return LossStats(
-            **{f.name: sum(getattr(s, f.name) for s in stats) / len(stats) for f in dataclasses.fields(LossStats)}
-        )
+        return LossStats.mean(stats)
 
     def log_step(
         self, trajectories: list[Trajectory], rewards: RewardOutput, loss: LossStats, timer: StepTimer
