@@ -176,10 +176,15 @@ def hidden_evidence(args) -> dict:
         parts = {}
         for part, refs, seed in (("train", args.train_references, 0), ("test", args.held_out_references, 1)):
             items = make_hidden_evidence_set(
-                work / part, refs, seed, HiddenEvidenceConfig(view_side=args.view_side, dark_gain=args.dark_gain)
+                work / part,
+                refs,
+                seed,
+                HiddenEvidenceConfig(
+                    view_side=args.view_side, dark_gain=args.dark_gain, exposure_bits=args.exposure_bits
+                ),
             )
             subsets = read_subsets(work / part / "manifest.csv")
-            originals = [load_image(item.image) for item in items]
+            originals = [load_image(item.image, keep_depth=True) for item in items]
             views = {}
             for view_name, arguments in HIDDEN_VIEWS.items():
                 if arguments is None:
@@ -289,11 +294,16 @@ def protocol_context(args) -> dict:
         parts = {}
         for part, refs, seed in (("train", args.train_references, 0), ("test", args.held_out_references, 1)):
             items = make_hidden_evidence_set(
-                work / part, refs, seed, HiddenEvidenceConfig(view_side=args.view_side, dark_gain=args.dark_gain)
+                work / part,
+                refs,
+                seed,
+                HiddenEvidenceConfig(
+                    view_side=args.view_side, dark_gain=args.dark_gain, exposure_bits=args.exposure_bits
+                ),
             )
             subsets = read_subsets(work / part / "manifest.csv")
             parts[part] = (
-                [load_image(item.image) for item in items],
+                [load_image(item.image, keep_depth=True) for item in items],
                 np.array([item.mos for item in items]),
                 np.array([subsets[item.image.resolve()] for item in items]),
             )
@@ -343,6 +353,7 @@ def main() -> None:
     parser.add_argument("--train_references", type=int, default=24, help="hidden: training references")
     parser.add_argument("--held_out_references", type=int, default=8, help="hidden: held-out references")
     parser.add_argument("--dark_gain", type=float, default=0.06, help="hidden: exposure-hidden gain (the set's)")
+    parser.add_argument("--exposure_bits", type=int, default=8, help="hidden: exposure-hidden files, 8 or 16 bits")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
     torch.set_num_threads(1)

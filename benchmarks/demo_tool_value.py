@@ -69,12 +69,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         items = make_hidden_evidence_set(Path(work), 4, 1, HiddenEvidenceConfig())  # the demo's held-out split
         subsets = read_subsets(Path(work) / "manifest.csv")
-        images = [load_image(item.image) for item in items]
+        images = [load_image(item.image, keep_depth=True) for item in items]
         paths = conversations(processor, protocol, images)
         subset = np.array([subsets[item.image.resolve()] for item in items])
         train = make_hidden_evidence_set(Path(work) / "train", 24, 0, HiddenEvidenceConfig())  # the demo's training
         train_subsets = read_subsets(Path(work) / "train" / "manifest.csv")
-        train_images = [load_image(item.image) for item in train]
+        train_images = [load_image(item.image, keep_depth=True) for item in train]
         train_answers = conversations(processor, protocol, train_images, ("original",))["original"]
         train_subset = [train_subsets[item.image.resolve()] for item in train]
     mos = np.array([item.mos for item in items])

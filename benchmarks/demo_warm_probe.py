@@ -10,6 +10,7 @@ probability-weighted score per conversation path: the original view against the 
 
     python benchmarks/demo_warm_probe.py                        # the demo's kit and set (≈ 1 min on 2 cores)
     python benchmarks/demo_warm_probe.py --dark_gain 0.1        # another exposure-hidden darkness
+    python benchmarks/demo_warm_probe.py --exposure_bits 16     # dark detail below one 8-bit step (16-bit files)
     python benchmarks/demo_warm_probe.py --random_rubric        # each conversation's rubric levels drawn at random
 """
 
@@ -87,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kit", type=Path, default=Path("runs/tiny-qwen3vl-tools"), help="the demo's tiny kit")
     parser.add_argument("--dark_gain", type=float, default=None, help="exposure-hidden gain (default: the set's)")
+    parser.add_argument("--exposure_bits", type=int, default=8, help="exposure-hidden files: 8 or 16 bits")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the 3 × training conversations")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (the demo's warm start)")
     parser.add_argument(
@@ -116,13 +118,14 @@ def main() -> None:
         parameter.requires_grad_("visual" not in name)  # the demo freezes the vision tower
     grammar = GrammarConfig(max_thinking_chars=0, max_note_chars=0, max_gap_chars=0, score_decimals=0)
     protocol = ProtocolConfig(tools="both", rubric=True, grammar=grammar, prompts=PromptConfig(**PROMPTS))
-    config = HiddenEvidenceConfig() if args.dark_gain is None else HiddenEvidenceConfig(dark_gain=args.dark_gain)
+    gain = {} if args.dark_gain is None else {"dark_gain": args.dark_gain}
+    config = HiddenEvidenceConfig(exposure_bits=args.exposure_bits, **gain)
     with tempfile.TemporaryDirectory() as work:
         parts = {}
         for part, refs, seed in (("train", 24, 0), ("held_out", 4, 1)):  # the demo's split
             items = make_hidden_evidence_set(Path(work) / part, refs, seed, config)
             subsets = read_subsets(Path(work) / part / "manifest.csv")
-            images = [load_image(item.image) for item in items]
+            images = [load_image(item.image, keep_depth=True) for item in items]
             parts[part] = (
                 conversations(processor, protocol, images, rubric_seed=seed if args.random_rubric else None),
                 torch.tensor([item.mos for item in items]),

@@ -313,3 +313,26 @@ def test_tools_work_on_the_full_resolution_original(tiny_model):
     for view in (zoomed, corrected):
         assert low <= view.shape[1] * view.shape[2] <= high
         assert presized_shape(view.shape[1], view.shape[2], processor) == tuple(view.shape[1:])
+
+
+def test_a_16_bit_original_is_seen_in_8_bits_and_brightened_from_its_16(tiny_model):
+    """A uint16 original: the global view is its 8-bit rendering, the Gamma Corrector brightens all 16 bits (the
+    shadow texture below one 8-bit step shows only there), the Magnifier crops the 8-bit rendering."""
+    from tooliqa_tools import gamma_table16, to_uint8
+
+    processor, _ = tiny_model
+    cells = torch.arange(128) // 4  # 128 × 128 fits the kit's budget: no resize anywhere
+    checker = (cells[:, None] + cells[None, :]) % 2
+    deep = (257 + 100 * checker).to(torch.uint16).expand(3, 128, 128).contiguous()  # 8-bit level 1 ± 0.4 of a step
+    _, _, [t] = run(processor, [[RUBRIC, GAMMA, ANSWER]], images=(deep,))
+    global_view, corrected = t.images
+    assert global_view.dtype == corrected.dtype == torch.uint8
+    assert torch.equal(global_view, to_uint8(deep)) and global_view.unique().tolist() == [1]  # the texture is gone
+    assert torch.equal(corrected, gamma_table16(0.5)[deep.long()])
+    assert corrected.unique().tolist() == [16, 19]  # 255 · √(257 / 65535) = 16.0, 255 · √(357 / 65535) = 18.8
+
+
+def test_an_original_of_another_pixel_type_is_refused_naming_the_image(tiny_model):
+    processor, _ = tiny_model
+    with pytest.raises(ValueError, match=r"image 0: the original must be a uint8 or uint16 \[3, H, W\] tensor"):
+        run(processor, [[RUBRIC, ANSWER]], images=(torch.zeros(3, 96, 128),))

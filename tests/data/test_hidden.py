@@ -109,3 +109,22 @@ def test_a_reader_never_sees_half_a_file_while_the_set_is_rewritten(tmp_path):
     reader.join()
     assert not failures, failures[:3]
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_16_bit_exposure_hidden_levels_are_byte_identical_in_8_bits_and_apart_once_brightened(tmp_path):
+    from tooliqa_tools import gamma_table16, to_uint8
+
+    config = HiddenEvidenceConfig(exposure_bits=16)
+    make_hidden_evidence_set(tmp_path, 1, seed=0, config=config)
+    deep = [
+        load_image(tmp_path / "images" / f"r000_dark_detail_{level}.png", keep_depth=True) for level in (1, 2, 3, 4, 5)
+    ]
+    assert all(image.dtype == torch.uint16 for image in deep)
+    eight = [to_uint8(image) for image in deep]
+    assert all(torch.equal(eight[0], image) for image in eight)  # the global view cannot tell the levels apart
+    assert eight[0].unique().tolist() == [1, 2]  # the silhouette on two 8-bit levels
+    assert torch.equal(load_image(tmp_path / "images" / "r000_dark_detail_1.png"), eight[0])  # the default 8-bit load
+    brightened = [gamma_table16(0.5)[image.long()].float() for image in deep]
+    on_level_1 = eight[0] == 1
+    spread = [view[on_level_1].std().item() for view in brightened]
+    assert spread == sorted(spread, reverse=True) and spread[0] > 3 and spread[-1] < 1  # less texture, less spread

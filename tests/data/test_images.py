@@ -103,6 +103,17 @@ def test_16bit_is_rescaled_not_clipped(tmp_path):
     assert load_image(tmp_path / "ramp.png")[0, 0, :4].tolist() == [0, 1, 255, 50]
 
 
+def test_16bit_keeps_all_its_levels_on_request(tmp_path):
+    ramp = np.tile(np.array([0, 257, 300, 65535], dtype=np.uint16), (40, 9))  # 36 columns, 257 and 300 both 8-bit 1
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    deep = load_image(tmp_path / "ramp.png", keep_depth=True)
+    assert deep.dtype == torch.uint16 and tuple(deep.shape) == (3, 40, 36)
+    assert deep[:, 0, :4].tolist() == [[0, 257, 300, 65535]] * 3
+    assert load_image(tmp_path / "ramp.png", keep_depth=True, max_side=18).shape == (3, 18, 16)
+    Image.new("RGB", (40, 40), (9, 8, 7)).save(tmp_path / "rgb.png")  # 8-bit files stay uint8
+    assert load_image(tmp_path / "rgb.png", keep_depth=True).dtype == torch.uint8
+
+
 def test_exif_rotation_is_applied(tmp_path):
     pixels = np.zeros((40, 64, 3), dtype=np.uint8)
     pixels[:, :32] = (255, 0, 0)  # left half red, right half blue (stored 64 wide, 40 tall)

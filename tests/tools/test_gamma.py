@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tooliqa_tools import ToolError, gamma_correct, gamma_table
+from tooliqa_tools import ToolError, gamma_correct, gamma_correct_many, gamma_table
 
 GAMMAS = (0.2, 0.5, 0.7, 1.0, 1.3, 2.0, 3.7, 5.0)
 
@@ -75,7 +75,7 @@ def test_bad_gamma_is_tool_error(every_value, bad):
 def test_bad_images_are_value_errors():
     with pytest.raises(ValueError, match=r"\[3, H, W\]"):
         gamma_correct(torch.zeros(4, 8, 8, dtype=torch.uint8), 0.5)
-    with pytest.raises(ValueError, match="uint8 or floating"):
+    with pytest.raises(ValueError, match="uint8, uint16 or floating"):
         gamma_correct(torch.zeros(3, 8, 8, dtype=torch.int32), 0.5)
 
 
@@ -101,3 +101,19 @@ def test_gamma_correct_many_over_mixed_sizes_layouts_and_dtypes(every_value):
     before = every_value.clone()
     views[0].fill_(0)  # a fresh, writable tensor: the input is untouched
     assert torch.equal(every_value, before)
+
+
+def test_16_bit_originals_go_through_an_exact_16_to_8_bit_table():
+    from tooliqa_tools import gamma_table16, to_uint8
+
+    table = gamma_table16(0.5)
+    levels = np.arange(65536) / 65535
+    assert table.dtype == torch.uint8 and table.shape == (65536,)
+    assert np.array_equal(table.numpy(), np.round(255 * np.sqrt(levels)).astype(np.uint8))
+    image = torch.randint(0, 65536, (3, 40, 56), generator=torch.Generator().manual_seed(0)).to(torch.uint16)
+    out = gamma_correct(image, 0.5)
+    assert out.dtype == torch.uint8 and torch.equal(out, table[image.long()])
+    assert torch.equal(gamma_correct(torch.stack([image, image]), [0.5, 2.0])[1], gamma_table16(2.0)[image.long()])
+    assert torch.equal(gamma_correct_many([image], [0.5])[0], out)
+    # the 8-bit rendering rounds x · 255 / 65535 half up, exactly
+    assert np.array_equal(to_uint8(image).numpy(), np.floor(image.numpy().astype(np.int64) * 255 / 65535 + 0.5).astype(np.uint8))

@@ -18,6 +18,7 @@ from tooliqa_tools import (
     image_to_tensor,
     magnify,
     make_toolkit,
+    resize,
     tensor_to_numpy,
     tensor_to_pil,
 )
@@ -109,10 +110,28 @@ def test_run_rejects_disabled_tools_per_slot_and_bad_originals_loudly():
     toolkit = make_toolkit("gamma")
     [refused] = toolkit.run([image(64, 64)], [ToolCall("magnifier", '{"bbox_2d": [0, 0, 10, 10]}')])
     assert isinstance(refused, ToolError) and "unknown tool 'magnifier'" in str(refused)
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(ValueError, match=r"original 0 must be a uint8 or uint16 \[3, H, W\] tensor"):
         toolkit.run([image(64, 64).float()], [ToolCall("gamma_corrector", '{"mode": "darken"}')])
     with pytest.raises(ValueError, match="one original per call"):
         toolkit.run([], [ToolCall("gamma_corrector", '{"mode": "darken"}')])
+
+
+def test_a_16_bit_original_gives_8_bit_views_gamma_from_all_16_bits():
+    from tooliqa_tools import gamma_table16, to_uint8
+
+    deep = torch.randint(0, 65536, (3, 64, 96), generator=torch.Generator().manual_seed(1)).to(torch.uint16)
+    toolkit = make_toolkit("both")
+    calls = [
+        ToolCall("gamma_corrector", '{"mode": "brighten"}'),
+        ToolCall("magnifier", '{"bbox_2d": [0, 0, 500, 500]}'),
+    ]
+    gamma, zoom = toolkit.run([deep, deep], calls)
+    assert gamma.image.dtype == zoom.image.dtype == torch.uint8
+    [expected_gamma] = toolkit.run([to_uint8(deep)], calls[:1])  # from 8 bits: a coarser view
+    assert not torch.equal(gamma.image, expected_gamma.image)
+    assert torch.equal(gamma.image, resize([gamma_table16(0.5)[deep.long()]], tuple(gamma.image.shape[1:]))[0])
+    [expected_zoom] = toolkit.run([to_uint8(deep)], calls[1:])  # a crop gains nothing from depth
+    assert torch.equal(zoom.image, expected_zoom.image)
 
 
 def test_pil_and_numpy_helpers_round_trip():

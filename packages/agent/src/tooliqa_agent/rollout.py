@@ -22,7 +22,8 @@ from tooliqa_agent.seeding import sample_seed
 from tooliqa_agent.trajectory import Trajectory, Turn
 from tooliqa_agent.types import Completion, Engine, GenerationRequest, SamplingConfig, TurnKind
 from tooliqa_agent.vision import image_grid, pixel_bounds, prepare_image
-from tooliqa_tools import ToolCall, ToolView
+from tooliqa_tools import ToolCall, ToolView, to_uint8
+from tooliqa_tools.ops.depth import check_original
 
 
 @dataclass
@@ -77,8 +78,9 @@ class Agent:
         self._vision_ids = frozenset(int(processor.tokenizer.convert_tokens_to_ids(token)) for token in vision)
 
     def prepare_image(self, image: torch.Tensor) -> torch.Tensor:
-        """The global view of an original uint8 [3, H, W]: multiples of 32 within the processor's pixel bounds."""
-        return prepare_image(image, self.processor)
+        """The global view of an original uint8 or uint16 [3, H, W]: 8-bit, multiples of 32 within the processor's
+        pixel bounds."""
+        return prepare_image(to_uint8(check_original(image, "the original")), self.processor)
 
     def _grammar(self, kind: TurnKind) -> str | None:
         if not self.protocol.structured:
@@ -98,8 +100,8 @@ class Agent:
     ) -> list[list[Trajectory]]:
         """Assess every image ``group_size`` times: trajectories ``[B][G]``.
 
-        ``images``: uint8 [3, H, W] originals of any size, at full resolution: the model's global view is pre-sized
-        here, the tools work on these pixels. Bad input raises ``ValueError`` naming the image; a bad model output
+        ``images``: uint8 or uint16 [3, H, W] originals of any size, at full resolution and depth: the model's global
+        view is pre-sized (and 8-bit) here, the tools work on these pixels. Bad input raises ``ValueError`` naming the image; a bad model output
         never raises: it ends that trajectory with a ``failure``.
 
         ``keys``: one stable identity per image (evaluation: ``"<dataset>/<name under its root>"``). Each turn then samples with

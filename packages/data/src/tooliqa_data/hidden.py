@@ -63,7 +63,14 @@ class HiddenEvidenceConfig:
     """Exposure-hidden images are the distorted image times this (0.06: everything below 16 of 255). Measured on the
     demo kit (a score readout trained on all subsets' views at once, ``benchmarks/demo_warm_probe.py``,
     held-out SRCC on this subset, original view → brightened view): 0.2 leaves the level readable in the original
-    (0.86 → 0.94), 0.1 half hides it (0.36 → 0.76), 0.08: 0.29 → 0.73, 0.06: 0.10 → 0.61."""
+    (0.86 → 0.94), 0.1 half hides it (0.36 → 0.76), 0.08: 0.29 → 0.73, 0.06: 0.10 → 0.61. Used when
+    ``exposure_bits`` is 8."""
+    exposure_bits: int = 8
+    """Bit depth of the exposure-hidden files. 8: the distorted image times ``dark_gain``, an 8-bit PNG (the texture
+    is squeezed into a few grey values, which a readout trained long enough still reads). 16: a 16-bit grayscale PNG
+    whose texture lies below one 8-bit step, on a base of 8-bit levels 1 and 2 (the reference's silhouette): the 8-bit
+    rendering — the model's global view — is byte-identical for all five levels, and only the Gamma Corrector, which
+    brightens all 16 bits (``load_image(keep_depth=True)``), shows the level."""
 
     def __post_init__(self) -> None:
         if self.view_side < 32 or self.view_side % 32:
@@ -72,6 +79,8 @@ class HiddenEvidenceConfig:
             raise ValueError(f"HiddenEvidenceConfig.scale must be ≥ 2 (else nothing is hidden), got {self.scale}")
         if not 0 < self.dark_gain < 0.5:
             raise ValueError(f"HiddenEvidenceConfig.dark_gain must be in (0, 0.5), got {self.dark_gain}")
+        if self.exposure_bits not in (8, 16):
+            raise ValueError(f"HiddenEvidenceConfig.exposure_bits must be 8 or 16, got {self.exposure_bits}")
 
 
 def _array(image: Image.Image) -> np.ndarray:
@@ -82,14 +91,35 @@ def _image(values: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8), "RGB")
 
 
+def _checker(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A ±1 checker of ``_CELL``-pixel cells at a random phase, ``[H, W, 1]``."""
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    offset = rng.integers(0, _CELL, size=2)
+    return np.where(((y + offset[0]) // _CELL + (x + offset[1]) // _CELL) % 2 == 0, 1.0, -1.0)[..., None]
+
+
 def _textured(values: np.ndarray, rng: np.random.Generator):
     """``level → image``: the reference compressed to mid-grey plus a checker texture of the level's amplitude."""
-    height, width = values.shape[:2]
-    y, x = np.mgrid[0:height, 0:width]
-    offset = rng.integers(0, _CELL, size=2)
-    checker = np.where(((y + offset[0]) // _CELL + (x + offset[1]) // _CELL) % 2 == 0, 1.0, -1.0)[..., None]
+    checker = _checker(values.shape[:2], rng)
     base = 0.25 + 0.5 * values  # headroom for the texture: nothing clips, so the level is the amplitude alone
     return lambda level: _image(base + _TEXTURE[level - 1] * checker)
+
+
+_SUB_STEP = 0.45
+"""16-bit exposure-hidden: the level-1 texture amplitude in 8-bit steps (< 0.5, so rounding to 8 bits erases it)."""
+
+
+def _deep_dark(values: np.ndarray, rng: np.random.Generator):
+    """``level → 16-bit image``: the reference's silhouette on 8-bit levels 1 / 2 plus a sub-step checker texture."""
+    gray = values.mean(axis=2)
+    base = np.where(gray > np.median(gray), 2.0, 1.0)
+    checker = _checker(gray.shape, rng)[..., 0]
+
+    def render(level: int) -> Image.Image:
+        steps = base + _SUB_STEP * _TEXTURE[level - 1] / _TEXTURE[0] * checker
+        return Image.fromarray(np.rint(steps * (65535 / 255)).astype(np.uint16))  # mode I;16
+
+    return render
 
 
 def _variants(ref: int, seed: int, config: HiddenEvidenceConfig):
@@ -102,8 +132,11 @@ def _variants(ref: int, seed: int, config: HiddenEvidenceConfig):
     dark = _array(make_reference(rng, side, side))
     yield "detail_a", "plain", _textured(small, rng)
     yield "detail_b", "plain", _textured(other, rng)
-    textured_dark = _textured(dark, rng)
-    yield "dark_detail", "exposure_hidden", lambda level: _image(_array(textured_dark(level)) * config.dark_gain)
+    if config.exposure_bits == 16:
+        yield "dark_detail", "exposure_hidden", _deep_dark(dark, rng)
+    else:
+        textured_dark = _textured(dark, rng)
+        yield "dark_detail", "exposure_hidden", lambda level: _image(_array(textured_dark(level)) * config.dark_gain)
     yield "fine_detail", "scale_hidden", _textured(large, rng)
 
 

@@ -1,4 +1,5 @@
-"""Load any image file as an RGB ``uint8 [3, H, W]`` tensor, or fail with a typed error saying what is wrong.
+"""Load any image file as an RGB ``uint8 [3, H, W]`` tensor (``uint16`` for 16-bit files on request), or fail with
+a typed error saying what is wrong.
 
 Conversions (each one documented because it changes pixels):
 - EXIF orientation is applied (a phone photo stored sideways is assessed upright).
@@ -7,7 +8,8 @@ Conversions (each one documented because it changes pixels):
 - Alpha (LA, RGBA, PA, P with a transparent colour) is composited on **white**: that is what a viewer shows, and a
   transparent background would otherwise turn into arbitrary colours.
 - 16-bit (``I;16*``, ``I``) grayscale is rescaled by 255/65535 (Pillow's own ``convert("L")`` clips at 255, turning most
-  16-bit images white); 32-bit float (``F``) in [0, 1] is scaled by 255, otherwise clipped.
+  16-bit images white), or kept at 16 bits as a uint16 tensor with ``load_image(keep_depth=True)``; 32-bit float
+  (``F``) in [0, 1] is scaled by 255, otherwise clipped.
 """
 
 from __future__ import annotations
@@ -118,7 +120,11 @@ def load_pil(
         ImageNotFoundError, UnreadableImageError (permissions), NotAFileError (a folder, FIFO, device),
         CorruptImageError (truncated, garbage), ImageTooSmallError, DecompressionBombError.
     """
-    path = Path(path)
+    return _fit(_to_rgb(_open_upright(Path(path), min_side, max_pixels)), max_side)
+
+
+def _open_upright(path: Path, min_side: int, max_pixels: int) -> Image.Image:
+    """The decoded, EXIF-rotated image in its own mode, or the precise :class:`ImageError`."""
     _check_file(path)
     # No warnings.catch_warnings here: it is not thread-safe and the runner decodes in threads. The explicit size
     # check below rejects a bomb before decoding; Pillow's own error (at twice its limit) is mapped too.
@@ -143,12 +149,16 @@ def load_pil(
         raise CorruptImageError(path, f"truncated or corrupt image data ({exc})") from None
     if min(image.size) < min_side:
         raise ImageTooSmallError(path, f"{image.size[0]}x{image.size[1]} is under the {min_side} px minimum side")
-    image = _to_rgb(image)
-    if max_side is not None and max(image.size) > max_side:
-        scale = max_side / max(image.size)
-        size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
-        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
     return image
+
+
+def _fit(image: Image.Image, max_side: int | None) -> Image.Image:
+    """Downscale (bicubic, aspect kept) so the longer side is at most ``max_side``; no-op when None or inside."""
+    if max_side is None or max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
 def check_image_header(
@@ -182,11 +192,36 @@ def check_image_header(
 
 
 def load_image(
-    path: str | Path, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS, max_side: int | None = None
+    path: str | Path,
+    *,
+    min_side: int = MIN_SIDE,
+    max_pixels: int = MAX_PIXELS,
+    max_side: int | None = None,
+    keep_depth: bool = False,
 ) -> torch.Tensor:
-    """Load an image file as an upright RGB ``uint8`` tensor ``[3, H, W]`` (arguments and errors: :func:`load_pil`)."""
-    image = load_pil(path, min_side=min_side, max_pixels=max_pixels, max_side=max_side)
+    """Load an image file as an upright RGB tensor ``[3, H, W]`` (arguments and errors: :func:`load_pil`).
+
+    uint8, except with ``keep_depth`` for a 16-bit grayscale file (``I;16*``, ``I``): then uint16 with all its
+    levels (gray repeated to 3 channels), so the Gamma Corrector can lift shadow detail an 8-bit copy rounds away
+    (the model's own views are 8-bit either way). Pillow decodes 16-bit RGB PNGs to 8 bits itself: those stay uint8.
+    """
+    image = _open_upright(Path(path), min_side, max_pixels)
+    if keep_depth and image.mode in _SIXTEEN_BIT:
+        return _deep_tensor(image, max_side)
+    image = _fit(_to_rgb(image), max_side)
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _deep_tensor(image: Image.Image, max_side: int | None) -> torch.Tensor:
+    """A 16-bit grayscale image as uint16 ``[3, H, W]``, downscaled in float (Pillow's ``F`` mode) if asked."""
+    values = np.asarray(image, dtype=np.float32)
+    if max_side is not None and max(image.size) > max_side:
+        values = np.asarray(_fit(Image.fromarray(values, "F"), max_side), dtype=np.float32)
+    gray = torch.from_numpy(np.clip(np.rint(values), 0, 65535).astype(np.uint16))
+    return gray.unsqueeze(0).expand(3, -1, -1).contiguous()
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

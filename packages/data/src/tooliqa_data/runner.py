@@ -176,7 +176,9 @@ class _Run:
     def load(self, item: IQAItem) -> _Loaded:
         c = self.config
         try:
-            image = load_image(item.image, min_side=c.min_side, max_pixels=c.max_pixels, max_side=c.max_side)
+            image = load_image(
+                item.image, min_side=c.min_side, max_pixels=c.max_pixels, max_side=c.max_side, keep_depth=True
+            )
             return _Loaded(item, image, None)
         except ImageError as exc:
             return _Loaded(item, None, exc)

@@ -12,6 +12,7 @@
 from tooliqa_tools.config import GammaConfig, MagnifierConfig
 from tooliqa_tools.errors import ToolError
 from tooliqa_tools.io import image_to_tensor, tensor_to_numpy, tensor_to_pil
+from tooliqa_tools.ops.depth import ORIGINAL_DTYPES, gamma_table16, to_uint8
 from tooliqa_tools.ops.gamma import gamma_correct, gamma_correct_many, gamma_table
 from tooliqa_tools.ops.geometry import CropPlan, plan_crop
 from tooliqa_tools.ops.magnify import magnify, render_crops
@@ -23,6 +24,7 @@ from tooliqa_tools.tools import GammaCorrector, Magnifier, Tool
 from tooliqa_tools.types import ToolCall, ToolView
 
 __all__ = [
+    "ORIGINAL_DTYPES",
     "TOOLKITS",
     "CropPlan",
     "GammaConfig",
@@ -39,6 +41,7 @@ __all__ = [
     "gamma_correct",
     "gamma_correct_many",
     "gamma_table",
+    "gamma_table16",
     "image_to_tensor",
     "magnify",
     "make_toolkit",
@@ -48,4 +51,5 @@ __all__ = [
     "resize",
     "tensor_to_numpy",
     "tensor_to_pil",
+    "to_uint8",
 ]

@@ -9,6 +9,7 @@ import torch
 
 from tooliqa_tools.config import DEFAULT_GAMMA, DEFAULT_MAGNIFIER, GammaConfig, MagnifierConfig
 from tooliqa_tools.errors import ToolError
+from tooliqa_tools.ops.depth import check_original
 from tooliqa_tools.parser import decode_json, parse_tool_call
 from tooliqa_tools.tools import GammaCorrector, Magnifier, Tool
 from tooliqa_tools.types import ToolCall, ToolView
@@ -50,7 +51,7 @@ class Toolkit:
         return parse_tool_call(turn_text, self)
 
     def run(self, originals: Sequence[torch.Tensor], calls: Sequence[ToolCall]) -> list[ToolView | ToolError]:
-        """Execute ``calls[i]`` on ``originals[i]`` (uint8 ``[3, H_i, W_i]``, sizes may differ).
+        """Execute ``calls[i]`` on ``originals[i]`` (uint8 or uint16 ``[3, H_i, W_i]``, sizes may differ); views are uint8.
 
         Calls of one tool run as one batched op call (grouped further by shape inside it). A call that fails
         validation yields its ``ToolError`` in its slot; the others still run.
@@ -60,9 +61,7 @@ class Toolkit:
         results: list[ToolView | ToolError | None] = [None] * len(calls)
         pending: dict[str, list[tuple[int, object]]] = defaultdict(list)
         for index, (original, call) in enumerate(zip(originals, calls)):
-            if not isinstance(original, torch.Tensor) or original.dtype != torch.uint8 or original.dim() != 3:
-                what = (original.dtype, tuple(original.shape)) if isinstance(original, torch.Tensor) else original
-                raise ValueError(f"Toolkit.run: original {index} must be a uint8 [3, H, W] tensor, got {what!r:.80}")
+            check_original(original, f"Toolkit.run: original {index}")
             try:
                 tool = self.tool(call.name)
                 # Re-checked here: a ToolCall may be built by hand (scripted engines, tests), not only by parse().

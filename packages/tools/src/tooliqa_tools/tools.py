@@ -10,6 +10,7 @@ import torch
 
 from tooliqa_tools.config import DEFAULT_GAMMA, DEFAULT_MAGNIFIER, GammaConfig, MagnifierConfig
 from tooliqa_tools.errors import ToolError
+from tooliqa_tools.ops.depth import to_uint8
 from tooliqa_tools.ops.gamma import GAMMA_CORRECTOR, gamma_correct_many
 from tooliqa_tools.ops.geometry import MAGNIFIER, CropPlan, fit_pixels, from_pixels, plan_crop, read_box
 from tooliqa_tools.ops.magnify import render_crops
@@ -43,7 +44,7 @@ class Tool(Protocol):
         ...
 
     def execute(self, originals: Sequence[torch.Tensor], plans: Sequence[object]) -> list[ToolView]:
-        """Views of uint8 ``[3, H_i, W_i]`` originals, one per plan, batched where shapes allow."""
+        """uint8 views of uint8 or uint16 ``[3, H_i, W_i]`` originals, one per plan, batched where shapes allow."""
         ...
 
 
@@ -86,7 +87,7 @@ class Magnifier:
         return plan_crop(arguments["bbox_2d"], height, width, self.config)
 
     def execute(self, originals: Sequence[torch.Tensor], plans: Sequence[CropPlan]) -> list[ToolView]:
-        views = render_crops(originals, plans)
+        views = render_crops([to_uint8(original) for original in originals], plans)  # depth adds nothing to a crop
         out = []
         for original, plan, view in zip(originals, plans, views):
             region = from_pixels(plan.box, original.shape[-2], original.shape[-1], self.config.coords)
@@ -149,7 +150,7 @@ class GammaCorrector:
         return fit_pixels(height, width, config.min_pixels, config.max_pixels, config.multiple)
 
     def execute(self, originals: Sequence[torch.Tensor], plans: Sequence[float]) -> list[ToolView]:
-        # γ acts on the original's pixels (SPEC §3); the corrected image is then sized into the pixel bounds, in one
+        # γ acts on the original's pixels (SPEC §3), all 16 bits of a 16-bit one; the corrected image is then sized into the pixel bounds, in one
         # resize, exactly as the processor would size it (so it is never resized again).
         views = gamma_correct_many(originals, plans)
         groups: dict[tuple, list[int]] = defaultdict(list)

@@ -92,7 +92,7 @@ class ImageBatch:
     Attributes:
         step: index of the batch in the run (training) or in the held-out pass (validation).
         items: the labelled items.
-        images: uint8 ``[3, H, W]`` per item (sizes may differ).
+        images: uint8 ``[3, H, W]`` per item, uint16 for 16-bit files (sizes may differ).
         mos: float ``[B]`` ground truth, higher = better.
     """
 
@@ -184,7 +184,7 @@ class _HeldOutBatches(torch.utils.data.IterableDataset):
 
 def _load(items: Sequence[IQAItem], step: int) -> ImageBatch:
     try:
-        images = [load_image(item.image) for item in items]
+        images = [load_image(item.image, keep_depth=True) for item in items]
     except ImageError as err:  # cut pixel data shows only when decoding; the header scan at set-up passed it
         reason = str(err).removeprefix(f"{err.path}: ")
         raise type(err)(err.path, f"{reason} (batch {step}); fix or remove it from the labels, then resume") from None

@@ -116,7 +116,7 @@ def _score(files: list[Path], job: ScoreJob) -> Iterator[ScoredImage]:
             loaded, failed = [], {}
             for path in batch:
                 try:
-                    loaded.append((path, load_image(path)))
+                    loaded.append((path, load_image(path, keep_depth=True)))
                 except ImageError as error:
                     failed[path] = Assessment(score=None, status="image_error", detail=str(error))
             assessed = iter(assessor(None, [image for _, image in loaded]) if loaded else [])

@@ -1,4 +1,5 @@
-"""The Gamma Corrector op: I_out = I_in^γ on [0, 1] (SPEC §3), exact 256-entry LUT on uint8, ``pow`` on float."""
+"""The Gamma Corrector op: I_out = I_in^γ on [0, 1] (SPEC §3), exact 256-entry LUT on uint8, ``pow`` on float; uint16
+originals go through the exact 16-bit → 8-bit table of :mod:`tooliqa_tools.ops.depth`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from tooliqa_tools.errors import ToolError
 from tooliqa_tools.ops import triton_lut
+from tooliqa_tools.ops.depth import gamma_correct16
 
 GAMMA_CORRECTOR = "gamma_corrector"
 
@@ -91,11 +93,11 @@ def gamma_correct(images: torch.Tensor, gammas: object) -> torch.Tensor:
     """Apply I_out = I_in^γ per image.
 
     Args:
-        images: ``[3, H, W]`` or ``[B, 3, H, W]``; uint8 (exact LUT ``round(255 · (x/255)^γ)``) or floating in
-            [0, 1] (``clamp(x, 0, 1) ** γ``); any device.
+        images: ``[3, H, W]`` or ``[B, 3, H, W]``; uint8 (exact LUT ``round(255 · (x/255)^γ)``), uint16 (exact LUT
+            ``round(255 · (x/65535)^γ)``, an 8-bit result) or floating in [0, 1] (``clamp(x, 0, 1) ** γ``); any device.
         gammas: one γ for all images, or ``[B]`` (tensor or sequence); each positive and finite.
     Returns:
-        Same shape, dtype and device as ``images``.
+        Same shape and device as ``images``; same dtype, except uint8 for uint16 input (the views are 8-bit).
     """
     if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4) or images.shape[-3] != 3:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -109,8 +111,11 @@ def gamma_correct(images: torch.Tensor, gammas: object) -> torch.Tensor:
         else:
             out = base.pow_(torch.tensor(values, dtype=batch.dtype, device=batch.device).view(-1, 1, 1, 1))
         return out[0] if images.dim() == 3 else out
+    if images.dtype == torch.uint16:
+        out = torch.stack([gamma_correct16(image, value) for image, value in zip(batch, values)])
+        return out[0] if images.dim() == 3 else out
     if images.dtype != torch.uint8:
-        raise ValueError(f"gamma_correct expects uint8 or floating images, got {images.dtype}")
+        raise ValueError(f"gamma_correct expects uint8, uint16 or floating images, got {images.dtype}")
     if batch.device.type == "cpu" and batch.shape[0] == 1:  # one image: its translated buffer is the result
         single = _translate_one(batch[0], _lut_bytes(values[0]))
         return single if images.dim() == 3 else single.unsqueeze(0)
@@ -144,6 +149,8 @@ def gamma_correct_many(images: Sequence[torch.Tensor], gammas: Sequence[float]) 
     for index, image in enumerate(images):
         if image.device.type == "cpu" and image.dtype == torch.uint8:
             views[index] = _translate_one(image, _lut_bytes(check_gamma(gammas[index])))
+        elif image.dtype == torch.uint16:
+            views[index] = gamma_correct16(image, check_gamma(gammas[index]))
         else:
             groups[(tuple(image.shape), image.dtype, image.device)].append(index)
     for indices in groups.values():
