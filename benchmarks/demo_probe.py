@@ -221,6 +221,7 @@ def hidden_evidence(args) -> dict:
         "subset_accuracy_from_global_view": separability,
         "max_pixels": args.max_pixels,
         "dark_gain": args.dark_gain,
+        "exposure_bits": args.exposure_bits,
     }
 
 
@@ -353,7 +354,7 @@ def main() -> None:
     parser.add_argument("--train_references", type=int, default=24, help="hidden: training references")
     parser.add_argument("--held_out_references", type=int, default=8, help="hidden: held-out references")
     parser.add_argument("--dark_gain", type=float, default=0.06, help="hidden: exposure-hidden gain (the set's)")
-    parser.add_argument("--exposure_bits", type=int, default=8, help="hidden: exposure-hidden files, 8 or 16 bits")
+    parser.add_argument("--exposure_bits", type=int, default=16, help="hidden: exposure-hidden files, 8 or 16 bits")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -9,8 +9,8 @@ of the demo's protocol — for every training image one answering at once, one a
 probability-weighted score per conversation path: the original view against the right tool's view per subset.
 
     python benchmarks/demo_warm_probe.py                        # the demo's kit and set (≈ 1 min on 2 cores)
-    python benchmarks/demo_warm_probe.py --dark_gain 0.1        # another exposure-hidden darkness
-    python benchmarks/demo_warm_probe.py --exposure_bits 16     # dark detail below one 8-bit step (16-bit files)
+    python benchmarks/demo_warm_probe.py --exposure_bits 8      # the earlier 8-bit exposure-hidden files
+    python benchmarks/demo_warm_probe.py --exposure_bits 8 --dark_gain 0.1   # another 8-bit darkness
     python benchmarks/demo_warm_probe.py --random_rubric        # each conversation's rubric levels drawn at random
 """
 
@@ -88,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kit", type=Path, default=Path("runs/tiny-qwen3vl-tools"), help="the demo's tiny kit")
     parser.add_argument("--dark_gain", type=float, default=None, help="exposure-hidden gain (default: the set's)")
-    parser.add_argument("--exposure_bits", type=int, default=8, help="exposure-hidden files: 8 or 16 bits")
+    parser.add_argument("--exposure_bits", type=int, default=16, help="exposure-hidden files: 8 or 16 bits")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the 3 × training conversations")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (the demo's warm start)")
     parser.add_argument(
@@ -153,8 +153,10 @@ def main() -> None:
     predicted = {path: np.array(expected_scores([[t] for t in test[path]], context)) for path in REPLIES}
     mos = test_mos.numpy()
     rubric = "random rubric levels" if args.random_rubric else "a fixed rubric"
-    print(f"held-out SRCC of the probability-weighted score (dark_gain {config.dark_gain}, {args.epochs} epoch(s), "
-          f"{rubric}):")  # fmt: skip
+    dark = f"{config.exposure_bits}-bit dark files" + (
+        f", dark_gain {config.dark_gain}" if config.exposure_bits == 8 else ""
+    )
+    print(f"held-out SRCC of the probability-weighted score ({dark}, {args.epochs} epoch(s), {rubric}):")
     print(f"  {'subset':16s} {'original view':>14s} {'right tool':>11s}")
     for subset, right in RIGHT.items():
         mask = test_subsets == subset

@@ -61,8 +61,8 @@ def _levels(root, name: str) -> list[torch.Tensor]:
 
 
 def test_the_evidence_is_weak_in_the_original_view_and_clear_in_the_right_tools_view(tmp_path):
-    make_hidden_evidence_set(tmp_path, 1, seed=0, config=HiddenEvidenceConfig())
-    # exposure-hidden: the levels differ by a few grey values in the original, far more once brightened (γ = 0.5)
+    make_hidden_evidence_set(tmp_path, 1, seed=0, config=HiddenEvidenceConfig(exposure_bits=8))
+    # 8-bit exposure-hidden: the levels differ by a few grey values in the original, more once brightened (γ = 0.5)
     dark = _levels(tmp_path, "dark_detail")
     in_original = _level_spread(dark)
     brightened = _level_spread([gamma_correct(v, 0.5) for v in dark])
@@ -114,8 +114,7 @@ def test_a_reader_never_sees_half_a_file_while_the_set_is_rewritten(tmp_path):
 def test_16_bit_exposure_hidden_levels_are_byte_identical_in_8_bits_and_apart_once_brightened(tmp_path):
     from tooliqa_tools import gamma_table16, to_uint8
 
-    config = HiddenEvidenceConfig(exposure_bits=16)
-    make_hidden_evidence_set(tmp_path, 1, seed=0, config=config)
+    make_hidden_evidence_set(tmp_path, 1, seed=0)  # exposure_bits 16 is the default
     deep = [
         load_image(tmp_path / "images" / f"r000_dark_detail_{level}.png", keep_depth=True) for level in (1, 2, 3, 4, 5)
     ]

@@ -116,4 +116,6 @@ def test_16_bit_originals_go_through_an_exact_16_to_8_bit_table():
     assert torch.equal(gamma_correct(torch.stack([image, image]), [0.5, 2.0])[1], gamma_table16(2.0)[image.long()])
     assert torch.equal(gamma_correct_many([image], [0.5])[0], out)
     # the 8-bit rendering rounds x · 255 / 65535 half up, exactly
-    assert np.array_equal(to_uint8(image).numpy(), np.floor(image.numpy().astype(np.int64) * 255 / 65535 + 0.5).astype(np.uint8))
+    assert np.array_equal(
+        to_uint8(image).numpy(), np.floor(image.numpy().astype(np.int64) * 255 / 65535 + 0.5).astype(np.uint8)
+    )

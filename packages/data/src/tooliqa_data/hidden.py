@@ -6,9 +6,13 @@ Every image's MOS comes from its distortion level alone (:func:`tooliqa_data.syn
 - ``plain``: the distortion is visible in the model's global view (the original is already at the view's size):
   a loss of fine texture (``detail_a``, ``detail_b``: two references, each with a 3-pixel checker texture whose
   amplitude falls with the level, as over-smoothing erases texture). A tool adds nothing.
-- ``exposure_hidden`` (``dark_detail``): the same texture loss, then the whole image badly under-exposed (times
-  ``dark_gain``): in the original view the texture is squeezed into a few dark grey values; the Gamma Corrector's
-  ``brighten`` (I^0.5) spreads them out again.
+- ``exposure_hidden`` (``dark_detail``): the same texture loss in a badly under-exposed 16-bit file (a camera's shadow
+  detail): the reference's silhouette on 8-bit levels 1 and 2 with the checker below one 8-bit step, so the model's
+  8-bit global view is byte-identical for all five levels, and only the Gamma Corrector's ``brighten`` (I^0.5 on all
+  16 bits, ``load_image(keep_depth=True)``) shows the level — no readout of the original view can learn it, however
+  long it trains. (``exposure_bits=8``, the earlier design: the distorted image times ``dark_gain`` in an 8-bit file,
+  whose squeezed texture a readout trained long enough still reads — 0.82 against 0.79 brightened after 10 warm-start
+  passes, BENCHMARKS.md.)
 - ``scale_hidden`` (``fine_detail``): the same texture loss on an original ``scale`` times the view's side. Pre-sizing
   the global view (antialiased, ``scale``× down) averages the 3-pixel texture away (2 % of its amplitude is left at
   4× down); a Magnifier crop of any box up to half the image's side is shown at ≤ 2× down, where 61–100 % is left,
@@ -65,7 +69,7 @@ class HiddenEvidenceConfig:
     held-out SRCC on this subset, original view → brightened view): 0.2 leaves the level readable in the original
     (0.86 → 0.94), 0.1 half hides it (0.36 → 0.76), 0.08: 0.29 → 0.73, 0.06: 0.10 → 0.61. Used when
     ``exposure_bits`` is 8."""
-    exposure_bits: int = 8
+    exposure_bits: int = 16
     """Bit depth of the exposure-hidden files. 8: the distorted image times ``dark_gain``, an 8-bit PNG (the texture
     is squeezed into a few grey values, which a readout trained long enough still reads). 16: a 16-bit grayscale PNG
     whose texture lies below one 8-bit step, on a base of 8-bit levels 1 and 2 (the reference's silhouette): the 8-bit

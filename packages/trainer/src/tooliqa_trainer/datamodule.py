@@ -78,7 +78,7 @@ class HiddenEvidenceSpec:
     seed: int = 0
     """Seed of the generated content (the held-out part uses ``seed + 1``: different references)."""
     images: HiddenEvidenceConfig = field(default_factory=HiddenEvidenceConfig)
-    """View side, scale of the scale-hidden originals, gain of the exposure-hidden ones."""
+    """View side, scale of the scale-hidden originals, bit depth (and 8-bit gain) of the exposure-hidden ones."""
 
 
 class ImageBatch:
