@@ -77,7 +77,8 @@ class Assessment:
 
 @runtime_checkable
 class Assessor(Protocol):
-    """Scores a batch of images: ``images[i]`` is ``items[i]``'s image as ``uint8 [3, H, W]`` (uint16 for 16-bit files; sizes may differ).
+    """Scores a batch of images: ``images[i]`` is ``items[i]``'s image as ``uint8 [3, H, W]`` (uint16 for 16-bit
+    files; sizes may differ).
 
     Must return exactly one :class:`Assessment` per item, in order. Raising fails the whole batch: its rows are
     written as ``assessor_error`` and retried by the next (resumed) run.
