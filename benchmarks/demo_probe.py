@@ -153,6 +153,13 @@ HIDDEN_VIEWS = {
 }
 
 
+def _hidden_config(args):
+    """The hidden-evidence set's config from the command line."""
+    from tooliqa_data.hidden import HiddenEvidenceConfig
+
+    return HiddenEvidenceConfig(view_side=args.view_side, dark_gain=args.dark_gain, exposure_bits=args.exposure_bits)
+
+
 def hidden_evidence(args) -> dict:
     """Probe SRCC per subset × view on the hidden-evidence set, and subset separability from the global view."""
     import json as _json
@@ -161,7 +168,7 @@ def hidden_evidence(args) -> dict:
     from tooliqa_agent.engines.scripted import ScriptedEngine
     from tooliqa_agent.tiny_model import TinyModelConfig, build_tiny_qwen3vl
     from tooliqa_data import load_image
-    from tooliqa_data.hidden import SUBSETS, HiddenEvidenceConfig, make_hidden_evidence_set, read_subsets
+    from tooliqa_data.hidden import SUBSETS, make_hidden_evidence_set, read_subsets
     from tooliqa_tools import ToolCall
 
     tiny = dict(DEMO_TINY, max_pixels=args.max_pixels)
@@ -175,14 +182,7 @@ def hidden_evidence(args) -> dict:
         agent = Agent(ScriptedEngine(processor, []), processor)  # only its view planning: the agent's bounds
         parts = {}
         for part, refs, seed in (("train", args.train_references, 0), ("test", args.held_out_references, 1)):
-            items = make_hidden_evidence_set(
-                work / part,
-                refs,
-                seed,
-                HiddenEvidenceConfig(
-                    view_side=args.view_side, dark_gain=args.dark_gain, exposure_bits=args.exposure_bits
-                ),
-            )
+            items = make_hidden_evidence_set(work / part, refs, seed, _hidden_config(args))
             subsets = read_subsets(work / part / "manifest.csv")
             originals = [load_image(item.image, keep_depth=True) for item in items]
             views = {}
@@ -282,7 +282,7 @@ def protocol_context(args) -> dict:
     """Per kit (phrases off/on) × conversation path: tokens, image-dependent spread, ridge probe per subset."""
     from tooliqa_agent.tiny_model import TinyModelConfig, build_tiny_qwen3vl
     from tooliqa_data import load_image
-    from tooliqa_data.hidden import SUBSETS, HiddenEvidenceConfig, make_hidden_evidence_set, read_subsets
+    from tooliqa_data.hidden import SUBSETS, make_hidden_evidence_set, read_subsets
 
     tiny = dict(DEMO_TINY, max_pixels=args.max_pixels, bpe_vocab_size=2000, protocol_vocabulary=True)
     boxes = ("[0, 0, 500, 500]", "[500, 0, 1000, 500]", "[0, 500, 500, 1000]", "[500, 500, 1000, 1000]")
@@ -294,14 +294,7 @@ def protocol_context(args) -> dict:
         work = Path(work)
         parts = {}
         for part, refs, seed in (("train", args.train_references, 0), ("test", args.held_out_references, 1)):
-            items = make_hidden_evidence_set(
-                work / part,
-                refs,
-                seed,
-                HiddenEvidenceConfig(
-                    view_side=args.view_side, dark_gain=args.dark_gain, exposure_bits=args.exposure_bits
-                ),
-            )
+            items = make_hidden_evidence_set(work / part, refs, seed, _hidden_config(args))
             subsets = read_subsets(work / part / "manifest.csv")
             parts[part] = (
                 [load_image(item.image, keep_depth=True) for item in items],

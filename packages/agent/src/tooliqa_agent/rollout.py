@@ -101,8 +101,8 @@ class Agent:
         """Assess every image ``group_size`` times: trajectories ``[B][G]``.
 
         ``images``: uint8 or uint16 [3, H, W] originals of any size, at full resolution and depth: the model's global
-        view is pre-sized (and 8-bit) here, the tools work on these pixels. Bad input raises ``ValueError`` naming the image; a bad model output
-        never raises: it ends that trajectory with a ``failure``.
+        view is pre-sized (and 8-bit) here, the tools work on these pixels. Bad input raises ``ValueError`` naming the
+        image; a bad model output never raises: it ends that trajectory with a ``failure``.
 
         ``keys``: one stable identity per image (evaluation: ``"<dataset>/<name under its root>"``). Each turn then samples with
         :func:`~tooliqa_agent.seeding.sample_seed` of its image, sample and turn, so an image's trajectories do not

@@ -67,13 +67,17 @@ class DecompressionBombError(ImageError):
     kind = "decompression_bomb"
 
 
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+"""Pillow's 16-bit (and 32-bit integer) grayscale modes."""
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
         return image
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+    elif mode in _SIXTEEN_BIT:
         values = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8), "L")
     elif mode == "F":
@@ -210,9 +214,6 @@ def load_image(
         return _deep_tensor(image, max_side)
     image = _fit(_to_rgb(image), max_side)
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
-
-
-_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 def _deep_tensor(image: Image.Image, max_side: int | None) -> torch.Tensor:

@@ -51,7 +51,8 @@ class Toolkit:
         return parse_tool_call(turn_text, self)
 
     def run(self, originals: Sequence[torch.Tensor], calls: Sequence[ToolCall]) -> list[ToolView | ToolError]:
-        """Execute ``calls[i]`` on ``originals[i]`` (uint8 or uint16 ``[3, H_i, W_i]``, sizes may differ); views are uint8.
+        """Execute ``calls[i]`` on ``originals[i]`` (uint8 or uint16 ``[3, H_i, W_i]``, sizes may differ); the views
+        are uint8.
 
         Calls of one tool run as one batched op call (grouped further by shape inside it). A call that fails
         validation yields its ``ToolError`` in its slot; the others still run.

@@ -150,8 +150,8 @@ class GammaCorrector:
         return fit_pixels(height, width, config.min_pixels, config.max_pixels, config.multiple)
 
     def execute(self, originals: Sequence[torch.Tensor], plans: Sequence[float]) -> list[ToolView]:
-        # γ acts on the original's pixels (SPEC §3), all 16 bits of a 16-bit one; the corrected image is then sized into the pixel bounds, in one
-        # resize, exactly as the processor would size it (so it is never resized again).
+        # γ acts on the original's pixels (SPEC §3), all 16 bits of a 16-bit one; the corrected image is then sized
+        # into the pixel bounds, in one resize, exactly as the processor would size it (so it is never resized again).
         views = gamma_correct_many(originals, plans)
         groups: dict[tuple, list[int]] = defaultdict(list)
         for index, view in enumerate(views):
